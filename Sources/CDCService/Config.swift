@@ -1,0 +1,178 @@
+import Foundation
+import TOMLKit
+
+/// A configuration problem, naming the file and the key.
+public struct ConfigError: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// The contents of `cdc.toml`.
+///
+///     [source]
+///     url = "host=... port=... dbname=... user=..."   # libpq conninfo or URI; password from PGPASSFILE/PGPASSWORD
+///     slot = "cdc"
+///     publication = "cdc"
+///     tables = ["public.facilities", ...]           # optional: the new publication's tables (default: all)
+///     [log]
+///     path = "/var/lib/cdc/log"
+///     [warehouse]                                     # optional: used by the projectors
+///     url = "..."
+///     schema = "dw"
+///     timezone = "UTC"
+///     [metrics]                                       # optional
+///     listen = "127.0.0.1:9187"
+///
+/// Every key is checked: a missing required key, a value of the wrong type, or a key cdc does not know
+/// is an error naming the key. Values are never echoed in errors (the url may hold a password).
+public struct Config: Sendable {
+    public struct Source: Sendable {
+        /// libpq connection string; secret: never logged.
+        public var url: String
+        public var slot: String
+        public var publication: String
+        public var tables: [String]?
+    }
+
+    public struct Log: Sendable {
+        public var path: String
+    }
+
+    public struct Warehouse: Sendable {
+        public var url: String
+        public var schema: String
+        public var timezone: String
+    }
+
+    public struct Metrics: Sendable {
+        public var listen: String
+    }
+
+    public var source: Source
+    public var log: Log
+    public var warehouse: Warehouse?
+    public var metrics: Metrics
+
+    /// The default location, used when `--config` is not given.
+    public static let defaultPath = "/etc/cdc/cdc.toml"
+
+    /// Reads and validates the file at `path`.
+    public static func load(path: String) throws -> Config {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            let reason = FileManager.default.fileExists(atPath: path) ? "permission denied" : "no such file"
+            throw ConfigError("cannot read config \(path): \(reason) — pass --config PATH to a cdc.toml")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw ConfigError("config \(path) is not UTF-8 text")
+        }
+        return try parse(text, path: path)
+    }
+
+    /// Parses and validates TOML text; `path` only names the file in errors.
+    public static func parse(_ text: String, path: String = "cdc.toml") throws -> Config {
+        let table: TOMLTable
+        do {
+            table = try TOMLTable(string: text)
+        } catch let error as TOMLParseError {
+            throw ConfigError("config \(path) is not valid TOML at line \(error.source.begin.line), column \(error.source.begin.column): \(error.description)")
+        }
+        var reader = TableReader(path: path, table: table, prefix: "")
+        try reader.onlyKeys(["source", "log", "warehouse", "metrics"])
+
+        var source = try reader.section("source")
+        try source.onlyKeys(["url", "slot", "publication", "tables"])
+        let src = Source(url: try source.string("url"), slot: try source.identifier("slot"),
+                         publication: try source.identifier("publication"), tables: try source.stringArray("tables"))
+
+        var log = try reader.section("log")
+        try log.onlyKeys(["path"])
+        let logConfig = Log(path: try log.string("path"))
+
+        var warehouse: Warehouse?
+        if var w = try reader.optionalSection("warehouse") {
+            try w.onlyKeys(["url", "schema", "timezone"])
+            warehouse = Warehouse(url: try w.string("url"), schema: try w.optionalIdentifier("schema") ?? "dw",
+                                  timezone: try w.optionalString("timezone") ?? "UTC")
+        }
+        var metrics = Metrics(listen: "127.0.0.1:9187")
+        if var m = try reader.optionalSection("metrics") {
+            try m.onlyKeys(["listen"])
+            if let listen = try m.optionalString("listen") {
+                guard listen.split(separator: ":").count >= 2, Int(listen.split(separator: ":").last!) != nil else {
+                    throw ConfigError("config \(path): metrics.listen must be HOST:PORT, e.g. \"127.0.0.1:9187\"")
+                }
+                metrics.listen = listen
+            }
+        }
+        return Config(source: src, log: logConfig, warehouse: warehouse, metrics: metrics)
+    }
+}
+
+/// Typed, key-naming access to one TOML table.
+struct TableReader {
+    let path: String
+    let table: TOMLTable
+    let prefix: String
+
+    func name(_ key: String) -> String { prefix.isEmpty ? key : prefix + "." + key }
+
+    func onlyKeys(_ allowed: Set<String>) throws {
+        for key in table.keys.sorted() where !allowed.contains(key) {
+            let section = prefix.isEmpty ? "at the top level" : "in [\(prefix)]"
+            throw ConfigError("config \(path): unknown key \(name(key)) \(section) (known: \(allowed.sorted().joined(separator: ", ")))")
+        }
+    }
+
+    func section(_ key: String) throws -> TableReader {
+        guard let value = try optionalSection(key) else {
+            throw ConfigError("config \(path): missing section [\(name(key))]")
+        }
+        return value
+    }
+
+    func optionalSection(_ key: String) throws -> TableReader? {
+        guard let value = table[key] else { return nil }
+        guard let sub = value.table else { throw ConfigError("config \(path): \(name(key)) must be a [\(name(key))] section") }
+        return TableReader(path: path, table: sub, prefix: name(key))
+    }
+
+    func optionalString(_ key: String) throws -> String? {
+        guard let value = table[key] else { return nil }
+        guard let string = value.string else { throw ConfigError("config \(path): \(name(key)) must be a string") }
+        guard !string.isEmpty else { throw ConfigError("config \(path): \(name(key)) must not be empty") }
+        return string
+    }
+
+    func string(_ key: String) throws -> String {
+        guard let value = try optionalString(key) else { throw ConfigError("config \(path): missing key \(name(key))") }
+        return value
+    }
+
+    /// A PostgreSQL object name cdc creates: lower-case letters, digits and underscores.
+    func optionalIdentifier(_ key: String) throws -> String? {
+        guard let value = try optionalString(key) else { return nil }
+        let valid = value.utf8.count <= 63 && value.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x5F }
+            && !(value.utf8.first.map { $0 >= 0x30 && $0 <= 0x39 } ?? true)
+        guard valid else {
+            throw ConfigError("config \(path): \(name(key)) must be a lower-case name of letters, digits and underscores (at most 63), not starting with a digit")
+        }
+        return value
+    }
+
+    func identifier(_ key: String) throws -> String {
+        guard let value = try optionalIdentifier(key) else { throw ConfigError("config \(path): missing key \(name(key))") }
+        return value
+    }
+
+    func stringArray(_ key: String) throws -> [String]? {
+        guard let value = table[key] else { return nil }
+        guard let array = value.array else { throw ConfigError("config \(path): \(name(key)) must be an array of strings") }
+        var result: [String] = []
+        for element in array {
+            guard let s = element.string, !s.isEmpty else { throw ConfigError("config \(path): \(name(key)) must be an array of non-empty strings") }
+            result.append(s)
+        }
+        return result
+    }
+}

@@ -1,0 +1,468 @@
+import EventLog
+import Logging
+import PGClient
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What `cdc run`'s capture needs to know.
+public struct CaptureOptions: Sendable {
+    /// The operator's libpq connection string (never logged).
+    public var conninfo: String
+    public var slot: String
+    public var publication: String
+    /// Stop once every transaction committed at or before this LSN is durable in the log.
+    public var endpos: LSN?
+    /// Seconds between standby status updates when nothing else prompts one.
+    public var statusInterval: Double = 10
+    /// A batch is flushed when the socket has nothing more to read or when it holds this many bytes.
+    public var maxBatchBytes: Int = 16 << 20
+    /// ... or this many records.
+    public var maxBatchRecords: Int = 100_000
+    /// Longest wait between reconnection attempts, in seconds.
+    public var maxBackoff: Double = 30
+
+    public init(conninfo: String, slot: String, publication: String, endpos: LSN? = nil) {
+        self.conninfo = conninfo
+        self.slot = slot
+        self.publication = publication
+        self.endpos = endpos
+    }
+}
+
+/// Why ``CaptureStream/run(stop:)`` returned.
+public enum CaptureOutcome: Sendable, Equatable {
+    /// ``StopSignal/stop()`` was called; everything received whole is durable and confirmed.
+    case stopped
+    /// `endpos` was reached.
+    case reachedEndpos
+}
+
+/// Streams a logical replication slot (pgoutput, protocol 1) into the event log.
+///
+/// The loop follows pg_recvlogical: read CopyData without blocking, answer keepalives at once, send
+/// standby status regularly. Transactions are appended to the writer as they arrive and flushed in
+/// groups whenever the socket runs dry or the batch is large; the flush LSN confirmed to the server is
+/// always the writer's durable resume position, never more.
+///
+/// Restart rule: a transaction is already in the log exactly when its commit LSN is below the log's
+/// resume LSN (the end LSN of the last transaction written). Such transactions are skipped.
+///
+/// Run it on a thread of its own: every call blocks.
+public final class CaptureStream {
+    let options: CaptureOptions
+    let writer: EventLogWriter
+    let identity: SourceIdentity
+    var logger: Logger
+
+    // Relation definitions: what this session's Relation messages said, and the latest logged version.
+    private var sessionRelations: [UInt32: RelationDefinition] = [:]
+    private var resolved: [UInt32: UInt64] = [:]
+    private var logged: [UInt32: (seq: UInt64, definition: RelationDefinition)] = [:]
+    private var typeNames: [UInt32: String] = [:]
+
+    // The transaction being received.
+    private var inTransaction = false
+    private var skipping = false
+    private var txnLSN = LSN.zero
+    private var txnXid: UInt32 = 0
+    private var txnTime: Int64 = 0
+    private var txnRecords = 0
+
+    // Progress, for logs and endpos.
+    private var endposReached = false
+    private var lastConfirmed = LSN.zero
+    /// Transactions written and skipped since start (for logs and tests).
+    public private(set) var transactionsWritten = 0
+    public private(set) var transactionsSkipped = 0
+
+    public init(options: CaptureOptions, writer: EventLogWriter, identity: SourceIdentity, logger: Logger) {
+        self.options = options
+        self.writer = writer
+        self.identity = identity
+        self.logger = logger
+    }
+
+    /// Streams until stopped, until `endpos`, or until a fatal error. Connection losses after the first
+    /// successful start are retried with exponential backoff; the first connection failing is fatal.
+    public func run(stop: StopSignal) throws -> CaptureOutcome {
+        if let endpos = options.endpos, writer.durable.resumeLSN > endpos {
+            logger.info("log already past endpos", metadata: ["cdc.endpos": "\(endpos)", "cdc.resume_lsn": "\(writer.durable.resumeLSN)"])
+            return .reachedEndpos
+        }
+        var everStarted = false
+        var backoff = 0.5
+        while true {
+            do {
+                let outcome = try session(stop: stop, started: { everStarted = true; backoff = 0.5 })
+                return outcome
+            } catch let error as PGError {
+                if !everStarted || error.isAuthenticationFailure || !error.isConnectionLoss {
+                    throw CaptureError.fatal(Self.explain(error, options: options))
+                }
+                try recoverFromLoss(reason: error.description)
+            } catch CaptureError.connectionLost(let reason) {
+                guard everStarted else { throw CaptureError.fatal("cannot stream from the source: \(reason)") }
+                try recoverFromLoss(reason: reason)
+            }
+            if stop.isStopped { return .stopped }
+            logger.warning("reconnecting", metadata: ["cdc.backoff_seconds": "\(backoff)"])
+            Self.sleep(seconds: backoff, stop: stop)
+            if stop.isStopped { return .stopped }
+            backoff = min(backoff * 2, options.maxBackoff)
+        }
+    }
+
+    private func recoverFromLoss(reason: String) throws {
+        logger.warning("replication connection lost", metadata: ["cdc.reason": "\(reason)"])
+        try writer.discardOpenTransaction()
+        inTransaction = false
+        skipping = false
+    }
+
+    static func explain(_ error: PGError, options: CaptureOptions) -> String {
+        if error.isAuthenticationFailure {
+            return "cannot connect to the source: \(error.message) — check [source] url, PGPASSFILE/PGPASSWORD and that the role has LOGIN and REPLICATION"
+        }
+        if error.sqlState == nil {
+            return "cannot connect to the source: \(error.message) — check [source] url and that the server is running"
+        }
+        return "source error: \(error)"
+    }
+
+    static func sleep(seconds: Double, stop: StopSignal) {
+        var left = seconds
+        while left > 0, !stop.isStopped {
+            let step = min(left, 0.1)
+            usleep(UInt32(step * 1_000_000))
+            left -= step
+        }
+    }
+
+    // MARK: One connection
+
+    private func session(stop: StopSignal, started: () -> Void) throws -> CaptureOutcome {
+        let connection = try PGConnection(conninfo: options.conninfo, overrides: SessionSettings.replicationOverrides())
+        try checkSource(connection)
+        try loadLoggedRelations()
+        sessionRelations = [:]
+        resolved = [:]
+        typeNames = [:]
+        let start = writer.durable.resumeLSN
+        let command = "START_REPLICATION SLOT \(connection.quoteIdentifier(options.slot)) LOGICAL \(start) "
+            + "(proto_version '1', publication_names \(connection.quoteLiteral(connection.quoteIdentifier(options.publication))), messages 'true')"
+        try connection.startCopyBoth(command)
+        started()
+        lastConfirmed = LSN.zero
+        logger.info("streaming", metadata: [
+            "cdc.source": "\(connection.target)", "cdc.slot": "\(options.slot)", "cdc.start_lsn": "\(start)",
+            "cdc.head": "\(writer.durable.head)",
+        ])
+        try sendStatus(connection, replyRequested: false)
+        var lastStatus = ContinuousClock.now
+        var lastProbe = ContinuousClock.now
+        let interval = Duration.milliseconds(Int64(options.statusInterval * 1000))
+
+        while true {
+            if stop.isStopped {
+                try finishBatch(connection)
+                logger.info("stopped", metadata: ["cdc.resume_lsn": "\(writer.durable.resumeLSN)", "cdc.head": "\(writer.durable.head)"])
+                return .stopped
+            }
+            var drained = false
+            var ended: PGError?? = nil
+            while !endposReached {
+                let result = try connection.readCopyData { try handleCopyData($0, connection) }
+                switch result {
+                case .message:
+                    if writer.pendingBytes >= options.maxBatchBytes || writer.pendingRecords >= options.maxBatchRecords {
+                        try flush(connection)
+                    }
+                    continue
+                case .wouldBlock:
+                    drained = true
+                case .ended(let error):
+                    ended = .some(error)
+                }
+                break
+            }
+            if let ended {
+                try finishCompleteTransactions(connection)
+                if let error = ended { throw error }
+                throw CaptureError.connectionLost("the server ended the replication stream")
+            }
+            if endposReached {
+                try finishBatch(connection)
+                logger.info("reached endpos", metadata: ["cdc.endpos": "\(options.endpos!)", "cdc.head": "\(writer.durable.head)"])
+                return .reachedEndpos
+            }
+            if drained, writer.staged != writer.durable || writer.pendingBytes >= options.maxBatchBytes / 4 {
+                try flush(connection)
+                if endposReached { continue }
+            }
+            let now = ContinuousClock.now
+            if now - lastStatus >= interval {
+                // Ask for a keepalive too: its WAL position lets an idle log confirm progress.
+                try sendStatus(connection, replyRequested: true)
+                lastStatus = now
+            }
+            if drained {
+                if options.endpos != nil, !inTransaction, now - lastProbe >= .milliseconds(100) {
+                    try sendStatus(connection, replyRequested: true)
+                    lastProbe = now
+                }
+                if connection.waitReadable(milliseconds: 100) {
+                    do { try connection.consumeInput() } catch let error as PGError {
+                        try finishCompleteTransactions(connection)
+                        throw CaptureError.connectionLost(error.message)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Flushes complete transactions (dropping an unfinished one) and confirms them.
+    private func finishBatch(_ connection: PGConnection) throws {
+        try writer.discardOpenTransaction()
+        try flush(connection)
+    }
+
+    /// After the stream broke: keep what arrived whole.
+    private func finishCompleteTransactions(_ connection: PGConnection) throws {
+        try writer.discardOpenTransaction()
+        try writer.flush()
+    }
+
+    private func flush(_ connection: PGConnection) throws {
+        try writer.flush()
+        if writer.durable.resumeLSN != lastConfirmed {
+            try sendStatus(connection, replyRequested: false)
+        }
+        if let endpos = options.endpos, !inTransaction, writer.durable.resumeLSN > endpos {
+            endposReached = true
+        }
+    }
+
+    private func sendStatus(_ connection: PGConnection, replyRequested: Bool) throws {
+        let flushed = writer.durable.resumeLSN
+        var w = ByteWriter(capacity: 34)
+        w.u8(0x72)  // 'r'
+        w.u64(flushed.value)  // written
+        w.u64(flushed.value)  // flushed: durable in the log, never more
+        w.u64(flushed.value)  // applied
+        w.u64(UInt64(bitPattern: Self.postgresNow()))
+        w.u8(replyRequested ? 1 : 0)
+        try connection.sendCopyData(w.bytes)
+        lastConfirmed = flushed
+    }
+
+    static func postgresNow() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Int64(ts.tv_sec) * 1_000_000 + Int64(ts.tv_nsec) / 1000 - PgOutputMessage.postgresEpochOffset
+    }
+
+    // MARK: Source checks
+
+    private func checkSource(_ connection: PGConnection) throws {
+        let system = try connection.execute("IDENTIFY_SYSTEM")
+        guard system.rowCount == 1, let systemID = system.value(0, "systemid") else {
+            throw CaptureError.fatal("IDENTIFY_SYSTEM returned nothing: is [source] url a PostgreSQL server?")
+        }
+        let database = system.value(0, "dbname") ?? ""
+        let found = SourceIdentity(systemIdentifier: systemID, database: database, slot: identity.slot, publication: identity.publication)
+        if let difference = identity.difference(from: found) {
+            throw CaptureError.fatal("the log belongs to another source (\(difference)): point [source] url at the database the log was initialised from, or use another [log] path")
+        }
+        let slots = try connection.execute("""
+            SELECT plugin, slot_type, confirmed_flush_lsn, wal_status FROM pg_replication_slots
+            WHERE slot_name = \(connection.quoteLiteral(options.slot))
+            """)
+        guard slots.rowCount == 1 else {
+            throw CaptureError.fatal("replication slot \"\(options.slot)\" does not exist on the source (dropped, or lost in a failover): the changes since the log's position \(writer.durable.resumeLSN) cannot be recovered; cdc never re-creates a slot silently — move the log aside and run `cdc init` to start a new log from a fresh snapshot")
+        }
+        if slots.value(0, "wal_status") == "lost" {
+            throw CaptureError.fatal("replication slot \"\(options.slot)\" is invalidated (wal_status = lost, max_slot_wal_keep_size exceeded): the WAL it needed is gone; drop it with SELECT pg_drop_replication_slot('\(options.slot)'), move the log aside and run `cdc init`")
+        }
+        if slots.value(0, "plugin") != "pgoutput" || slots.value(0, "slot_type") != "logical" {
+            throw CaptureError.fatal("replication slot \"\(options.slot)\" is not a logical pgoutput slot: choose another [source] slot or drop it and run `cdc init`")
+        }
+        if let text = slots.value(0, "confirmed_flush_lsn"), let confirmed = LSN(text), confirmed > writer.durable.resumeLSN {
+            throw CaptureError.fatal("the log ends at \(writer.durable.resumeLSN) but slot \"\(options.slot)\" was already confirmed up to \(confirmed): the changes in between are not in this log (restored from an old copy?); restore the newest log, or move it aside and run `cdc init`")
+        }
+    }
+
+    private func loadLoggedRelations() throws {
+        logged = [:]
+        for (oid, seq) in try writer.log.relationIndex() {
+            guard let record = try writer.log.record(seq), case .relation(let definition) = record.body else {
+                throw CaptureError.fatal("the log's relation index points at seq \(seq), which is not a relation record: run `cdc log verify`")
+            }
+            logged[oid] = (seq, definition)
+        }
+    }
+
+    // MARK: Messages
+
+    private func handleCopyData(_ buffer: UnsafeRawBufferPointer, _ connection: PGConnection) throws {
+        guard let kind = buffer.first else { return }
+        var r = WireReader(buffer)
+        _ = try r.u8()
+        switch kind {
+        case 0x77:  // 'w' XLogData
+            _ = try r.u64()  // start
+            _ = try r.u64()  // server WAL end
+            _ = try r.u64()  // send time
+            try handle(try PgOutputMessage.decode(UnsafeRawBufferPointer(rebasing: buffer[r.offset...])))
+        case 0x6B:  // 'k' keepalive
+            let walEnd = LSN(try r.u64())
+            _ = try r.u64()
+            let replyRequested = try r.u8() == 1
+            if !inTransaction {
+                writer.advanceResume(to: walEnd)
+                if let endpos = options.endpos, walEnd >= endpos {
+                    try flush(connection)
+                    endposReached = true
+                }
+            }
+            if replyRequested { try sendStatus(connection, replyRequested: false) }
+        default:
+            throw CaptureError.protocolViolation("unknown CopyData message \(kind)")
+        }
+    }
+
+    private func handle(_ message: PgOutputMessage) throws {
+        switch message {
+        case .begin(let finalLSN, let time, let xid):
+            guard !inTransaction else { throw CaptureError.protocolViolation("BEGIN inside a transaction") }
+            if let endpos = options.endpos, finalLSN > endpos {
+                endposReached = true
+                return
+            }
+            inTransaction = true
+            skipping = finalLSN < writer.staged.resumeLSN
+            txnLSN = finalLSN
+            txnXid = xid
+            txnTime = time
+            txnRecords = 0
+        case .commit(_, let commitLSN, let endLSN, let time):
+            guard inTransaction else { throw CaptureError.protocolViolation("COMMIT outside a transaction") }
+            inTransaction = false
+            guard commitLSN == txnLSN else {
+                throw CaptureError.protocolViolation("COMMIT at \(commitLSN) for a transaction announced at \(txnLSN)")
+            }
+            if skipping {
+                transactionsSkipped += 1
+                return
+            }
+            writer.endTransaction(commitLSN: commitLSN, commitTime: time, resume: endLSN)
+            transactionsWritten += 1
+        case .origin:
+            break  // the origin of replicated transactions is not recorded (yet)
+        case .type(let oid, let namespace, let name):
+            typeNames[oid] = namespace + "." + name
+        case .relation(let oid, let namespace, let name, let identity, let columns):
+            let definition = RelationDefinition(
+                oid: oid, namespace: namespace, name: name, replicaIdentity: identity,
+                columns: columns.map { c in
+                    .init(name: c.name, typeOID: c.typeOID, typeModifier: c.typeModifier, isKey: c.isKey,
+                          typeName: c.typeOID < TypeNames.firstNormalOID ? TypeNames.builtinName(c.typeOID)
+                              : typeNames[c.typeOID] ?? "oid:\(c.typeOID)")
+                })
+            sessionRelations[oid] = definition
+            resolved[oid] = nil
+        case .insert(let oid, let new):
+            guard try active() else { return }
+            let relation = try relationSeq(oid)
+            try append(.insert, relation) { try PgOutputMessage.transcode(new, into: &$0) }
+        case .update(let oid, let old, let oldTuple, let new):
+            guard try active() else { return }
+            let relation = try relationSeq(oid)
+            try append(.update, relation) { w in
+                w.u8(old.rawValue)
+                if let oldTuple { try PgOutputMessage.transcode(oldTuple, into: &w) }
+                try PgOutputMessage.transcode(new, into: &w)
+            }
+        case .delete(let oid, let old, let oldTuple):
+            guard try active() else { return }
+            let relation = try relationSeq(oid)
+            try append(.delete, relation) { w in
+                w.u8(old.rawValue)
+                try PgOutputMessage.transcode(oldTuple, into: &w)
+            }
+        case .truncate(let options, let oids):
+            guard try active() else { return }
+            var flags: RecordFlags = []
+            if options & 1 != 0 { flags.insert(.cascade) }
+            if options & 2 != 0 { flags.insert(.restartIdentity) }
+            for oid in oids {
+                let relation = try relationSeq(oid)
+                try append(.truncate, relation, flags: flags) { _ in }
+            }
+        case .message(let transactional, let lsn, let prefix, let content):
+            if transactional {
+                guard try active() else { return }
+                try append(.message, 0, flags: .transactional) { w in
+                    w.string(prefix)
+                    w.blob(content)
+                }
+            } else {
+                guard !inTransaction else { throw CaptureError.protocolViolation("non-transactional message inside a transaction") }
+                if let endpos = options.endpos, lsn > endpos {
+                    endposReached = true
+                    return
+                }
+                guard lsn >= writer.staged.resumeLSN else { transactionsSkipped += 1; return }
+                writer.append { w in
+                    RecordCodec.writeHeader(RecordHeader(op: .message, flags: .endOfTransaction, lsn: lsn, xid: nil,
+                                                         commitTime: nil, relationSeq: 0), to: &w)
+                    w.string(prefix)
+                    w.blob(content)
+                }
+                writer.endTransaction(commitLSN: lsn, commitTime: nil, resume: LSN(lsn.value + 1))
+                transactionsWritten += 1
+            }
+        }
+    }
+
+    /// True when the current transaction's changes are to be written.
+    @inline(__always)
+    private func active() throws -> Bool {
+        guard inTransaction else { throw CaptureError.protocolViolation("change outside a transaction") }
+        return !skipping
+    }
+
+    @inline(__always)
+    private func append(_ op: Operation, _ relationSeq: UInt64, flags: RecordFlags = [],
+                        body: (inout ByteWriter) throws -> Void) throws {
+        try writer.append { w in
+            RecordCodec.writeHeader(RecordHeader(op: op, flags: flags, lsn: txnLSN, xid: txnXid, commitTime: txnTime,
+                                                 relationSeq: relationSeq), to: &w)
+            try body(&w)
+        }
+        txnRecords += 1
+    }
+
+    /// The sequence number of the relation record for `oid`, writing a new version when this
+    /// session's definition differs from the latest logged one.
+    private func relationSeq(_ oid: UInt32) throws -> UInt64 {
+        if let seq = resolved[oid] { return seq }
+        guard let definition = sessionRelations[oid] else {
+            throw CaptureError.protocolViolation("change for relation \(oid) before its Relation message")
+        }
+        if let latest = logged[oid], latest.definition == definition {
+            resolved[oid] = latest.seq
+            return latest.seq
+        }
+        let seq = writer.append { w in
+            RecordCodec.writeHeader(RecordHeader(op: .relation, lsn: txnLSN, xid: txnXid, commitTime: txnTime,
+                                                 relationSeq: 0), to: &w)
+            RecordCodec.writeRelation(definition, to: &w)
+        }
+        txnRecords += 1
+        writer.noteRelation(oid: oid, seq: seq)
+        logged[oid] = (seq, definition)
+        resolved[oid] = seq
+        return seq
+    }
+}

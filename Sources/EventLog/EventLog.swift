@@ -1,0 +1,178 @@
+import CLMDB
+import Foundation
+
+/// Errors about the log as a whole (as opposed to LMDB call failures).
+public struct EventLogError: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// An event log directory: the LMDB environment and its named databases.
+///
+/// Sub-databases (format version 1, see schemas/event-log.md):
+/// - `events`: 8-byte big-endian sequence number → record (``RecordCodec``), appended with MDB_APPEND.
+/// - `meta`: format version, source identity, state, head and stream position.
+/// - `relations`: 4-byte big-endian table OID → 8-byte sequence number of its latest relation record.
+///
+/// Records after `head` are an incomplete transaction (a crash cut it short, or a huge transaction is
+/// still arriving): readers never show them and the writer deletes them when it opens.
+public final class EventLog: @unchecked Sendable {
+    /// The newest format this build reads and writes.
+    public static let formatVersion: UInt32 = 1
+
+    public let path: String
+    public let environment: LMDBEnvironment
+    let events: LMDBDatabase
+    let meta: LMDBDatabase
+    let relations: LMDBDatabase
+
+    enum MetaKey {
+        static let format = Array("format".utf8)
+        static let source = Array("source".utf8)
+        static let state = Array("state".utf8)
+        static let head = Array("head".utf8)
+        static let resume = Array("resume_lsn".utf8)
+        static let lastCommit = Array("last_commit_lsn".utf8)
+        static let lastCommitTime = Array("last_commit_time".utf8)
+    }
+
+    init(path: String, readOnly: Bool, create: Bool) throws {
+        self.path = path
+        var isDirectory: ObjCBool = false
+        let exists = FileManager.default.fileExists(atPath: path + "/data.mdb", isDirectory: &isDirectory)
+        if !exists {
+            guard create else {
+                throw EventLogError("no event log at \(path): run `cdc init` first, or pass the right --log/--config")
+            }
+            do {
+                try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+            } catch {
+                throw EventLogError("cannot create log directory \(path): \(error.localizedDescription)")
+            }
+        }
+        do {
+            environment = try LMDBEnvironment(path: path, readOnly: readOnly)
+        } catch let error as LMDBError {
+            throw EventLogError("cannot open event log at \(path): \(error.message)")
+        }
+        if readOnly {
+            guard let events = try environment.existingDatabase("events"),
+                  let meta = try environment.existingDatabase("meta"),
+                  let relations = try environment.existingDatabase("relations") else {
+                throw EventLogError("\(path) is not a cdc event log (missing sub-databases): run `cdc init`")
+            }
+            (self.events, self.meta, self.relations) = (events, meta, relations)
+        } else {
+            events = try environment.openDatabase("events", create: true)
+            meta = try environment.openDatabase("meta", create: true)
+            relations = try environment.openDatabase("relations", create: true)
+        }
+        try checkFormat(stampIfNew: !readOnly)
+    }
+
+    private func checkFormat(stampIfNew: Bool) throws {
+        let found: UInt32? = try environment.withTransaction(readOnly: true) { txn in
+            guard let bytes = try txn.get(meta, key: MetaKey.format) else { return nil }
+            var r = ByteReader(bytes)
+            return try r.u32()
+        }
+        if let found {
+            if found > EventLog.formatVersion {
+                throw EventLogError("the log at \(path) has format version \(found), newer than this cdc's \(EventLog.formatVersion): upgrade cdc")
+            }
+        } else if stampIfNew {
+            try environment.withTransaction(readOnly: false) { txn in
+                try txn.put(meta, key: MetaKey.format, value: keyBytes(EventLog.formatVersion))
+            }
+        } else {
+            throw EventLogError("\(path) is not an initialised cdc event log: run `cdc init`")
+        }
+    }
+
+    // MARK: Meta
+
+    /// The source this log belongs to, nil before `cdc init` recorded it.
+    public func sourceIdentity() throws -> SourceIdentity? {
+        let data: Data? = try environment.withTransaction(readOnly: true) { txn in
+            try txn.get(meta, key: MetaKey.source).map { Data($0) }
+        }
+        guard let data else { return nil }
+        return try JSONDecoder().decode(SourceIdentity.self, from: data)
+    }
+
+    /// The log's life-cycle state, nil before `cdc init`.
+    public func state() throws -> LogState? {
+        try environment.withTransaction(readOnly: true) { txn in
+            try txn.get(meta, key: MetaKey.state).flatMap { LogState(rawValue: String(decoding: $0, as: UTF8.self)) }
+        }
+    }
+
+    /// The visible head and the stream position, read in one transaction.
+    public func position() throws -> LogPosition {
+        try environment.withTransaction(readOnly: true) { txn in try readPosition(txn) }
+    }
+
+    func readPosition(_ txn: LMDBTransaction) throws -> LogPosition {
+        func u64(_ key: [UInt8]) throws -> UInt64? { try txn.get(meta, key: key).flatMap(readU64) }
+        let time = try u64(MetaKey.lastCommitTime).map { Int64(bitPattern: $0) }
+        return LogPosition(head: try u64(MetaKey.head) ?? 0,
+                           resumeLSN: LSN(try u64(MetaKey.resume) ?? 0),
+                           lastCommitLSN: LSN(try u64(MetaKey.lastCommit) ?? 0),
+                           lastCommitTime: time == RecordCodec.noTime ? nil : time)
+    }
+
+    func writePosition(_ p: LogPosition, _ txn: LMDBTransaction) throws {
+        try txn.put(meta, key: MetaKey.head, value: keyBytes(p.head))
+        try txn.put(meta, key: MetaKey.resume, value: keyBytes(p.resumeLSN.value))
+        try txn.put(meta, key: MetaKey.lastCommit, value: keyBytes(p.lastCommitLSN.value))
+        try txn.put(meta, key: MetaKey.lastCommitTime, value: keyBytes(UInt64(bitPattern: p.lastCommitTime ?? RecordCodec.noTime)))
+    }
+
+    // MARK: Reading records
+
+    /// Reads the record with sequence number `seq`, visible or not.
+    public func record(_ seq: UInt64) throws -> Record? {
+        try environment.withTransaction(readOnly: true) { txn in
+            try txn.get(events, key: keyBytes(seq)).map { try RecordCodec.decode($0) }
+        }
+    }
+
+    /// The latest relation record for each table OID: OID → sequence number.
+    public func relationIndex() throws -> [UInt32: UInt64] {
+        try environment.withTransaction(readOnly: true) { txn in
+            var index: [UInt32: UInt64] = [:]
+            try txn.scan(relations, from: nil) { key, value in
+                var k = ByteReader(key)
+                if let seq = readU64(value) { index[try k.u32()] = seq }
+                return true
+            }
+            return index
+        }
+    }
+
+    /// Visits visible records in `from...to` (clamped to the head) in order, in short read transactions
+    /// of at most `batch` records so that a long export never pins old pages. `body` returns false to stop.
+    public func scan(from: UInt64 = 1, to: UInt64? = nil, batch: Int = 5000,
+                     _ body: (UInt64, UnsafeRawBufferPointer) throws -> Bool) throws {
+        var next = max(from, 1)
+        var stop = false
+        while !stop {
+            var visited = 0
+            try environment.withTransaction(readOnly: true) { txn in
+                let head = try readPosition(txn).head
+                let last = min(head, to ?? UInt64.max)
+                guard next <= last else { stop = true; return }
+                try txn.scan(events, from: keyBytes(next)) { key, value in
+                    guard let seq = readU64(key), seq <= last else { stop = true; return false }
+                    if try !body(seq, value) { stop = true; return false }
+                    next = seq + 1
+                    visited += 1
+                    return visited < batch
+                }
+                if next > last { stop = true }
+            }
+            if visited == 0 { stop = true }
+        }
+    }
+}

@@ -1,0 +1,190 @@
+import CLMDB
+import Foundation
+
+/// The single writer of an event log. Use it from one thread only (LMDB write transactions must stay
+/// on the thread that began them).
+///
+/// Records are appended to an in-memory batch and written by ``flush()`` in one durable LMDB
+/// transaction (group commit: many source transactions per LMDB commit). A record becomes visible to
+/// readers only when the source transaction it belongs to is complete and flushed: ``endTransaction``
+/// marks that point. A huge source transaction is written in chunks (bounded memory) that stay
+/// invisible until its end; after a crash the writer deletes such an unfinished tail when it opens.
+public final class EventLogWriter: @unchecked Sendable {
+    public let log: EventLog
+
+    /// What is durable and visible in the log.
+    public private(set) var durable: LogPosition
+    /// The position the log will have after the next flush (complete transactions appended so far).
+    public private(set) var staged: LogPosition
+    /// The sequence number the next appended record gets.
+    public var nextSeq: UInt64 { lastSeq + 1 }
+    /// Bytes of records waiting for the next flush.
+    public var pendingBytes: Int { arena.bytes.count }
+    /// Records waiting for the next flush.
+    public var pendingRecords: Int { offsets.count }
+    /// True when records of an unfinished transaction have been appended.
+    public var hasOpenTransaction: Bool { lastSeq > staged.head }
+    /// True when a flush would change what is durable.
+    public var needsFlush: Bool { !offsets.isEmpty || staged != durable }
+
+    private var lastSeq: UInt64
+    /// Highest sequence number written to LMDB (>= durable.head while a huge transaction is chunked).
+    private var writtenSeq: UInt64
+    private var arena = ByteWriter(capacity: 1 << 20)
+    private var offsets: [Int] = []
+    private var stagedRelations: [(oid: UInt32, seq: UInt64)] = []
+
+    /// Opens the log at `path` for writing, creating it when missing, and drops any unfinished tail.
+    public init(path: String) throws {
+        log = try EventLog(path: path, readOnly: false, create: true)
+        durable = try log.position()
+        staged = durable
+        lastSeq = durable.head
+        writtenSeq = durable.head
+        try dropTail(after: durable.head)
+    }
+
+    /// Appends a record built by `build` (a header written with ``RecordCodec/writeHeader(_:to:)``
+    /// and its body) and returns its sequence number.
+    @discardableResult
+    @inline(__always)
+    public func append(_ build: (inout ByteWriter) throws -> Void) rethrows -> UInt64 {
+        let start = arena.bytes.count
+        do {
+            try build(&arena)
+        } catch {
+            arena.bytes.removeSubrange(start...)
+            throw error
+        }
+        offsets.append(start)
+        lastSeq += 1
+        return lastSeq
+    }
+
+    /// Appends a decoded record.
+    @discardableResult
+    public func append(_ record: Record) -> UInt64 {
+        let bytes = RecordCodec.encode(record)
+        return append { $0.bytes.append(contentsOf: bytes) }
+    }
+
+    /// Records that `oid`'s latest definition is the relation record `seq` (effective with the transaction).
+    public func noteRelation(oid: UInt32, seq: UInt64) {
+        stagedRelations.append((oid, seq))
+    }
+
+    /// Marks the end of a source transaction: every record appended so far becomes visible at the
+    /// next flush, and the stream resumes at `resume` (the transaction's end LSN).
+    public func endTransaction(commitLSN: LSN, commitTime: Int64?, resume: LSN) {
+        if lastSeq > staged.head, let last = offsets.last, lastSeq > writtenSeq {
+            arena.bytes[last + 1] |= RecordFlags.endOfTransaction.rawValue
+        }
+        staged.head = lastSeq
+        staged.lastCommitLSN = commitLSN
+        staged.lastCommitTime = commitTime
+        staged.resumeLSN = max(staged.resumeLSN, resume)
+    }
+
+    /// Moves the resume position forward without records (the server reported WAL up to `lsn` and
+    /// nothing of ours is in flight). Ignored while a transaction is open.
+    public func advanceResume(to lsn: LSN) {
+        guard !hasOpenTransaction, lsn > staged.resumeLSN else { return }
+        staged.resumeLSN = lsn
+    }
+
+    /// Writes pending records and the staged position in one durable LMDB transaction, growing the
+    /// map when it is full. After it returns, `durable == staged` for the flushed part.
+    public func flush(settingState state: LogState? = nil) throws {
+        guard needsFlush || state != nil else { return }
+        let first = writtenSeq + 1
+        let target = staged
+        // The last record of an unfinished transaction stays in memory so that endTransaction can
+        // still set its end-of-transaction flag.
+        let writeCount = hasOpenTransaction && !offsets.isEmpty ? offsets.count - 1 : offsets.count
+        let writeEnd = writeCount < offsets.count ? offsets[writeCount] : arena.bytes.count
+        let relations = stagedRelations.filter { $0.seq <= target.head }
+        while true {
+            do {
+                try log.environment.withTransaction(readOnly: false) { txn in
+                    try arena.bytes.withUnsafeBytes { all in
+                        for i in 0..<writeCount {
+                            let start = offsets[i]
+                            let end = i + 1 < writeCount ? offsets[i + 1] : writeEnd
+                            try txn.put(log.events, key: keyBytes(first + UInt64(i)),
+                                        value: UnsafeRawBufferPointer(rebasing: all[start..<end]), append: true)
+                        }
+                    }
+                    for (oid, seq) in relations {
+                        try txn.put(log.relations, key: keyBytes(oid), value: keyBytes(seq))
+                    }
+                    if target != durable { try log.writePosition(target, txn) }
+                    if let state {
+                        try txn.put(log.meta, key: EventLog.MetaKey.state, value: Array(state.rawValue.utf8))
+                    }
+                }
+                break
+            } catch let error as LMDBError where error.isMapFull {
+                try log.environment.setMapSize(log.environment.mapSize * 2)
+            }
+        }
+        writtenSeq = first + UInt64(writeCount) - 1
+        durable = target
+        if writeCount == offsets.count {
+            arena.bytes.removeAll(keepingCapacity: arena.bytes.capacity <= 64 << 20)
+            offsets.removeAll(keepingCapacity: true)
+        } else {
+            arena.bytes.removeSubrange(0..<writeEnd)
+            offsets = [0]
+        }
+        stagedRelations.removeAll { $0.seq <= target.head }
+    }
+
+    /// Drops the unfinished transaction (connection lost in the middle of it): its records are removed
+    /// from memory and from the log. Complete transactions still pending are flushed.
+    public func discardOpenTransaction() throws {
+        guard hasOpenTransaction else { return }
+        let keep = staged.head > writtenSeq ? Int(staged.head - writtenSeq) : 0
+        if keep < offsets.count {
+            arena.bytes.removeSubrange(offsets[keep]...)
+            offsets.removeSubrange(keep...)
+        }
+        stagedRelations.removeAll { $0.seq > staged.head }
+        lastSeq = writtenSeq + UInt64(keep)
+        try flush()
+        try dropTail(after: durable.head)
+        lastSeq = durable.head
+    }
+
+    /// Records the source identity and state (used by `cdc init`), durably.
+    public func setSource(_ identity: SourceIdentity, state: LogState) throws {
+        let json = try JSONEncoder().encode(identity)
+        try log.environment.withTransaction(readOnly: false) { txn in
+            try txn.put(log.meta, key: EventLog.MetaKey.source, value: Array(json))
+            try txn.put(log.meta, key: EventLog.MetaKey.state, value: Array(state.rawValue.utf8))
+        }
+    }
+
+    /// Deletes records after `head` (an unfinished transaction's chunks).
+    private func dropTail(after head: UInt64) throws {
+        let last: UInt64 = try log.environment.withTransaction(readOnly: true) { txn in
+            try txn.lastKey(log.events).flatMap { $0.withUnsafeBytes(readU64) } ?? 0
+        }
+        guard last > head else { writtenSeq = head; return }
+        var seq = head + 1
+        while seq <= last {
+            let end = min(last, seq + 50_000)
+            try log.environment.withTransaction(readOnly: false) { txn in
+                for s in seq...end { try txn.delete(log.events, key: keyBytes(s)) }
+            }
+            seq = end + 1
+        }
+        writtenSeq = head
+    }
+}
+
+extension EventLog {
+    /// Opens a log for reading only; it may be written by a running `cdc run` meanwhile.
+    public static func openForReading(path: String) throws -> EventLog {
+        try EventLog(path: path, readOnly: true, create: false)
+    }
+}

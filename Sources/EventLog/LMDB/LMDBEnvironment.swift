@@ -1,0 +1,121 @@
+import CLMDB
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An LMDB environment (one directory holding `data.mdb` and `lock.mdb`).
+///
+/// Write transactions must stay on the thread that began them; the writer of the event log owns one
+/// thread for that. Read transactions use `MDB_NOTLS`, so they may be used from any single thread at a time.
+public final class LMDBEnvironment: @unchecked Sendable {
+    let env: OpaquePointer
+    /// Whether the environment was opened with `MDB_RDONLY`.
+    public let readOnly: Bool
+
+    /// Opens (and, unless read-only, creates) the environment in directory `path`.
+    public init(path: String, readOnly: Bool, mapSize: Int = 1 << 30, maxDatabases: UInt32 = 16) throws {
+        var env: OpaquePointer?
+        try LMDBError.check(mdb_env_create(&env), "mdb_env_create")
+        guard let env else { throw LMDBError(call: "mdb_env_create", code: ENOMEM) }
+        self.env = env
+        self.readOnly = readOnly
+        do {
+            try LMDBError.check(mdb_env_set_maxdbs(env, maxDatabases), "mdb_env_set_maxdbs")
+            try LMDBError.check(mdb_env_set_maxreaders(env, 256), "mdb_env_set_maxreaders")
+            if !readOnly { try LMDBError.check(mdb_env_set_mapsize(env, mapSize), "mdb_env_set_mapsize") }
+            var flags = UInt32(MDB_NOTLS)
+            if readOnly { flags |= UInt32(MDB_RDONLY) }
+            try LMDBError.check(mdb_env_open(env, path, flags, 0o640), "mdb_env_open(\(path))")
+            var dead: Int32 = 0
+            _ = mdb_reader_check(env, &dead)
+        } catch {
+            mdb_env_close(env)
+            throw error
+        }
+    }
+
+    deinit { mdb_env_close(env) }
+
+    /// The current map size (the maximum size of the data file) in bytes.
+    public var mapSize: Int {
+        var info = MDB_envinfo()
+        mdb_env_info(env, &info)
+        return info.me_mapsize
+    }
+
+    /// Sets the map size; 0 adopts the size another process grew the map to.
+    public func setMapSize(_ size: Int) throws {
+        try LMDBError.check(mdb_env_set_mapsize(env, size), "mdb_env_set_mapsize")
+    }
+
+    /// Flushes the data buffers to disk (used after writes made without sync).
+    public func sync() throws { try LMDBError.check(mdb_env_sync(env, 1), "mdb_env_sync") }
+
+    /// Opens a named database inside a write transaction, creating it if missing.
+    public func openDatabase(_ name: String, create: Bool) throws -> LMDBDatabase {
+        var dbi: MDB_dbi = 0
+        var txn: OpaquePointer?
+        try LMDBError.check(mdb_txn_begin(env, nil, create ? 0 : UInt32(MDB_RDONLY), &txn), "mdb_txn_begin")
+        let code = mdb_dbi_open(txn, name, create ? UInt32(MDB_CREATE) : 0, &dbi)
+        guard code == 0 else {
+            mdb_txn_abort(txn)
+            throw LMDBError(call: "mdb_dbi_open(\(name))", code: code)
+        }
+        // The handle outlives the transaction only when the transaction commits (read-only ones too).
+        try LMDBError.check(mdb_txn_commit(txn), "mdb_txn_commit")
+        return LMDBDatabase(dbi: dbi, name: name)
+    }
+
+    /// Looks a named database up for reading: nil when it does not exist.
+    public func existingDatabase(_ name: String) throws -> LMDBDatabase? {
+        do { return try openDatabase(name, create: false) } catch let error as LMDBError where error.isNotFound {
+            return nil
+        }
+    }
+
+    /// Runs `body` in a transaction. Commits when `body` returns, aborts when it throws.
+    /// A read-only transaction that finds the map grown by another process adopts the new size and retries.
+    @discardableResult
+    public func withTransaction<R>(readOnly: Bool, _ body: (LMDBTransaction) throws -> R) throws -> R {
+        var attempts = 0
+        while true {
+            attempts += 1
+            var txn: OpaquePointer?
+            let code = mdb_txn_begin(env, nil, readOnly ? UInt32(MDB_RDONLY) : 0, &txn)
+            if code == MDB_MAP_RESIZED, attempts < 5 {
+                try setMapSize(0)
+                continue
+            }
+            try LMDBError.check(code, "mdb_txn_begin")
+            let transaction = LMDBTransaction(txn: txn!)
+            do {
+                let result = try body(transaction)
+                if readOnly {
+                    mdb_txn_abort(txn)
+                } else {
+                    try LMDBError.check(mdb_txn_commit(txn), "mdb_txn_commit")
+                }
+                return result
+            } catch {
+                mdb_txn_abort(txn)
+                throw error
+            }
+        }
+    }
+
+    /// Statistics of a database: entries and pages.
+    public func stat(_ db: LMDBDatabase) throws -> MDB_stat {
+        try withTransaction(readOnly: true) { txn in
+            var stat = MDB_stat()
+            try LMDBError.check(mdb_stat(txn.txn, db.dbi, &stat), "mdb_stat")
+            return stat
+        }
+    }
+}
+
+/// A handle to a named database inside an environment.
+public struct LMDBDatabase: Sendable {
+    let dbi: MDB_dbi
+    /// The database's name.
+    public let name: String
+}

@@ -1,0 +1,83 @@
+import CLMDB
+
+/// A transaction, valid only inside the closure given to `LMDBEnvironment.withTransaction`.
+public struct LMDBTransaction {
+    let txn: OpaquePointer
+
+    /// Reads the value of `key`; the buffer is valid only until the transaction ends.
+    public func get(_ db: LMDBDatabase, key: [UInt8]) throws -> UnsafeRawBufferPointer? {
+        try key.withUnsafeBytes { keyBytes in
+            var k = MDB_val(mv_size: keyBytes.count, mv_data: UnsafeMutableRawPointer(mutating: keyBytes.baseAddress))
+            var v = MDB_val()
+            let code = mdb_get(txn, db.dbi, &k, &v)
+            if code == MDB_NOTFOUND { return nil }
+            try LMDBError.check(code, "mdb_get(\(db.name))")
+            return UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size)
+        }
+    }
+
+    /// Stores `value` under `key`. With `append`, the key must sort after every key already stored.
+    public func put(_ db: LMDBDatabase, key: [UInt8], value: UnsafeRawBufferPointer, append: Bool = false) throws {
+        try key.withUnsafeBytes { keyBytes in
+            var k = MDB_val(mv_size: keyBytes.count, mv_data: UnsafeMutableRawPointer(mutating: keyBytes.baseAddress))
+            var v = MDB_val(mv_size: value.count, mv_data: UnsafeMutableRawPointer(mutating: value.baseAddress))
+            try LMDBError.check(mdb_put(txn, db.dbi, &k, &v, append ? UInt32(MDB_APPEND) : 0), "mdb_put(\(db.name))")
+        }
+    }
+
+    /// Stores `value` under `key`.
+    public func put(_ db: LMDBDatabase, key: [UInt8], value: [UInt8], append: Bool = false) throws {
+        try value.withUnsafeBytes { try put(db, key: key, value: $0, append: append) }
+    }
+
+    /// Deletes `key`; returns false when it was absent.
+    @discardableResult
+    public func delete(_ db: LMDBDatabase, key: [UInt8]) throws -> Bool {
+        try key.withUnsafeBytes { keyBytes in
+            var k = MDB_val(mv_size: keyBytes.count, mv_data: UnsafeMutableRawPointer(mutating: keyBytes.baseAddress))
+            let code = mdb_del(txn, db.dbi, &k, nil)
+            if code == MDB_NOTFOUND { return false }
+            try LMDBError.check(code, "mdb_del(\(db.name))")
+            return true
+        }
+    }
+
+    /// Visits entries in key order starting at the first key >= `from` (or the first key), until
+    /// `body` returns false.
+    public func scan(_ db: LMDBDatabase, from: [UInt8]?, _ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Bool) throws {
+        var cursor: OpaquePointer?
+        try LMDBError.check(mdb_cursor_open(txn, db.dbi, &cursor), "mdb_cursor_open(\(db.name))")
+        defer { mdb_cursor_close(cursor) }
+        var k = MDB_val()
+        var v = MDB_val()
+        var code: Int32
+        var startKey = from ?? []
+        code = try startKey.withUnsafeMutableBytes { bytes in
+            if from != nil {
+                k = MDB_val(mv_size: bytes.count, mv_data: bytes.baseAddress)
+                return mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE)
+            }
+            return mdb_cursor_get(cursor, &k, &v, MDB_FIRST)
+        }
+        while code == 0 {
+            let key = UnsafeRawBufferPointer(start: k.mv_data, count: k.mv_size)
+            let value = UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size)
+            if try !body(key, value) { return }
+            code = mdb_cursor_get(cursor, &k, &v, MDB_NEXT)
+        }
+        if code != MDB_NOTFOUND { try LMDBError.check(code, "mdb_cursor_get(\(db.name))") }
+    }
+
+    /// The last entry's key, or nil when the database is empty.
+    public func lastKey(_ db: LMDBDatabase) throws -> [UInt8]? {
+        var cursor: OpaquePointer?
+        try LMDBError.check(mdb_cursor_open(txn, db.dbi, &cursor), "mdb_cursor_open(\(db.name))")
+        defer { mdb_cursor_close(cursor) }
+        var k = MDB_val()
+        var v = MDB_val()
+        let code = mdb_cursor_get(cursor, &k, &v, MDB_LAST)
+        if code == MDB_NOTFOUND { return nil }
+        try LMDBError.check(code, "mdb_cursor_get(\(db.name))")
+        return Array(UnsafeRawBufferPointer(start: k.mv_data, count: k.mv_size))
+    }
+}

@@ -1,0 +1,196 @@
+import ArgumentParser
+import CDCService
+import Capture
+import EventLog
+import Foundation
+import Logging
+import ServiceLifecycle
+
+@main
+struct CDC: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cdc",
+        abstract: "Change data capture from PostgreSQL into an append-only LMDB event log.",
+        subcommands: [Init.self, Run.self, LogCommand.self]
+    )
+}
+
+/// Options every command shares.
+struct GlobalOptions: ParsableArguments {
+    @Option(name: .long, help: "Path to cdc.toml.")
+    var config: String = Config.defaultPath
+
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = ProcessInfo.processInfo.environment["CDC_LOG_LEVEL"] ?? "info"
+
+    func logger() throws -> Logger {
+        guard let level = Logger.Level(rawValue: logLevel) else {
+            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        return Logger(label: "cdc")
+    }
+
+    func loadConfig() throws -> Config {
+        try Config.load(path: config)
+    }
+}
+
+/// Turns any error into one line on stderr and a non-zero exit.
+func fail(_ error: Error) -> Never {
+    let message: String
+    switch error {
+    case let error as CaptureError: message = error.description
+    case let error as ConfigError: message = error.description
+    case let error as EventLogError: message = error.description
+    case let error as CustomStringConvertible: message = error.description
+    default: message = "\(error)"
+    }
+    FileHandle.standardError.write(Data(("cdc: error: " + message + "\n").utf8))
+    exit(1)
+}
+
+struct Init: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check the source, create the publication and slot, and copy every published table into the log.",
+        discussion: "Safe to re-run: an initialised log is only checked. Refuses a log that belongs to another source.")
+
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        do {
+            let logger = try global.logger()
+            let config = try global.loadConfig()
+            let report = try await runOnDedicatedThread(name: "cdc-init") {
+                let initializer = SourceInitializer(
+                    options: InitOptions(conninfo: config.source.url, slot: config.source.slot,
+                                         publication: config.source.publication, tables: config.source.tables),
+                    logger: logger)
+                let writer = try EventLogWriter(path: config.log.path)
+                return try initializer.run(writer: writer)
+            }
+            for table in report.tablesWithoutIdentity {
+                logger.warning("published table has no primary key or replica identity: the source will refuse its UPDATEs and DELETEs; add a primary key or ALTER TABLE \(table) REPLICA IDENTITY FULL",
+                               metadata: ["cdc.table": "\(table)"])
+            }
+            if report.alreadyInitialized {
+                print("already initialised: log \(config.log.path) streams slot \(config.source.slot) from \(report.consistentPoint)")
+            } else {
+                let rows = report.tables.reduce(0) { $0 + $1.rows }
+                print("initialised: \(report.tables.count) tables, \(rows) rows copied at consistent point \(report.consistentPoint)"
+                      + (report.createdPublication ? "; created publication \(config.source.publication)" : ""))
+            }
+        } catch {
+            fail(error)
+        }
+    }
+}
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Stream committed changes into the log (and, with projectors, into the warehouse).",
+        discussion: "Stops gracefully on SIGTERM or SIGINT: the current batch is written and confirmed. Reconnects after connection losses.")
+
+    @OptionGroup var global: GlobalOptions
+
+    @Option(help: "Stop, exit 0, once every transaction committed at or before this LSN (X/Y) is durable.")
+    var endpos: String?
+
+    @Flag(help: "Run capture alone, without projection.")
+    var noProject = false
+
+    func run() async throws {
+        do {
+            let logger = try global.logger()
+            var stopAt: LSN?
+            if let endpos {
+                guard let lsn = LSN(endpos) else { throw ValidationError("--endpos must be an LSN like 0/16B3748") }
+                stopAt = lsn
+            }
+            let config = try global.loadConfig()
+            let capture = CaptureService(config: config, endpos: stopAt, logger: logger)
+            let group = ServiceGroup(configuration: .init(
+                services: [.init(service: capture, successTerminationBehavior: .gracefullyShutdownGroup)],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
+            try await group.run()
+        } catch let error as ValidationError {
+            throw error
+        } catch {
+            fail(Self.unwrap(error))
+        }
+    }
+
+    /// ServiceGroup wraps a failing service's error; show the service's own words.
+    static func unwrap(_ error: Error) -> Error {
+        if let group = error as? ServiceGroupError, let described = Mirror(reflecting: group).descendant("backing", "underlyingError") as? Error {
+            return described
+        }
+        return error
+    }
+}
+
+struct LogCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "log",
+        abstract: "Read the event log (read-only; safe while `cdc run` writes).",
+        subcommands: [Export.self])
+}
+
+/// Where a log command reads: `--log DIR`, or the [log] path of `--config`.
+struct LogLocation: ParsableArguments {
+    @Option(name: .long, help: "Path to cdc.toml (its [log] path is read).")
+    var config: String?
+
+    @Option(name: .long, help: "The log directory, instead of --config.")
+    var log: String?
+
+    func path() throws -> String {
+        if let log { return log }
+        return try Config.load(path: config ?? Config.defaultPath).log.path
+    }
+}
+
+struct Export: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print events as JSON lines (see schemas/event-log.md).")
+
+    @OptionGroup var location: LogLocation
+
+    @Option(help: "Output format: jsonl.")
+    var format: String = "jsonl"
+
+    @Option(help: "First sequence number.")
+    var from: UInt64 = 1
+
+    @Option(help: "Last sequence number (default: the head).")
+    var to: UInt64?
+
+    func run() async throws {
+        do {
+            guard format == "jsonl" else { throw ValidationError("--format must be jsonl") }
+            let log = try EventLog.openForReading(path: try location.path())
+            var exporter = JSONLExporter(log: log)
+            var out = JSONWriter(capacity: 1 << 20)
+            let stdout = FileHandle.standardOutput
+            try log.scan(from: from, to: to) { seq, bytes in
+                let record = try RecordCodec.decode(bytes)
+                try exporter.render(seq: seq, record: record, into: &out)
+                if out.bytes.count >= 1 << 20 {
+                    stdout.write(Data(out.bytes))
+                    out.bytes.removeAll(keepingCapacity: true)
+                }
+                return true
+            }
+            stdout.write(Data(out.bytes))
+        } catch let error as ValidationError {
+            throw error
+        } catch {
+            fail(error)
+        }
+    }
+}
