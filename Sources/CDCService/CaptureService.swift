@@ -55,3 +55,10 @@ public func runOnDedicatedThread<T: Sendable>(name: String, _ body: @escaping @S
         thread.start()
     }
 }
+
+extension CaptureService: CustomStringConvertible {
+    /// Names the slot and log only: the source url may hold a password, and ServiceLifecycle logs this.
+    public var description: String {
+        "CaptureService(slot: \(config.source.slot), log: \(config.log.path))"
+    }
+}

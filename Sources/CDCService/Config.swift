@@ -176,3 +176,16 @@ struct TableReader {
         return result
     }
 }
+
+extension Config.Source: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+    /// Never prints the url (it may hold a password).
+    public var description: String { "source(slot: \(slot), publication: \(publication), url: <redacted>)" }
+    public var debugDescription: String { description }
+    public var customMirror: Mirror { Mirror(self, children: ["slot": slot, "publication": publication, "url": "<redacted>"]) }
+}
+
+extension Config.Warehouse: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+    public var description: String { "warehouse(schema: \(schema), url: <redacted>)" }
+    public var debugDescription: String { description }
+    public var customMirror: Mirror { Mirror(self, children: ["schema": schema, "url": "<redacted>"]) }
+}
