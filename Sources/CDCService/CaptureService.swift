@@ -26,7 +26,7 @@ public struct CaptureService: Service {
         let logger = self.logger
         let outcome = try await withGracefulShutdownHandler {
             try await runOnDedicatedThread(name: "cdc-capture") {
-                let writer = try EventLogWriter(path: config.log.path)
+                let writer = try EventLogWriter(path: config.log.path, create: false)
                 guard let identity = try writer.log.sourceIdentity(), try writer.log.state() == .ready else {
                     throw CaptureError.fatal("the log at \(config.log.path) is not initialised: run `cdc init --config ...` first")
                 }

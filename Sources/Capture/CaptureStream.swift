@@ -97,7 +97,11 @@ public final class CaptureStream {
                 let outcome = try session(stop: stop, started: { everStarted = true; backoff = 0.5 })
                 return outcome
             } catch let error as PGError {
-                if !everStarted || error.isAuthenticationFailure || !error.isConnectionLoss {
+                // The first connection failing is an operator error (wrong url, server down), except for
+                // states that pass by themselves: the slot still held by the walsender of a process that
+                // just died (55006), or the server starting up (57P03).
+                let transient = error.sqlState == "55006" || error.sqlState == "57P03"
+                if (!everStarted && !transient) || error.isAuthenticationFailure || !error.isConnectionLoss {
                     throw CaptureError.fatal(Self.explain(error, options: options))
                 }
                 try recoverFromLoss(reason: error.description)

@@ -108,8 +108,9 @@ public final class SourceInitializer {
         return SourceIdentity(systemIdentifier: id, database: db, slot: slot, publication: publication)
     }
 
-    /// Runs `cdc init` against `writer`'s log.
-    public func run(writer: EventLogWriter) throws -> InitReport {
+    /// Runs `cdc init` for the log at `logPath`. Nothing is written (the log is not even created)
+    /// until the source passed every check.
+    public func run(logPath: String) throws -> InitReport {
         var report = InitReport()
         let sql = try Self.connect(options.conninfo)
         let problems = try Self.preflight(sql, slot: options.slot)
@@ -118,6 +119,11 @@ public final class SourceInitializer {
         }
         let replication = try Self.connect(options.conninfo, replication: true)
         let identity = try Self.identify(replication, slot: options.slot, publication: options.publication)
+        if EventLog.exists(at: logPath), let recorded = try EventLog.openForReading(path: logPath).sourceIdentity(),
+           let difference = recorded.difference(from: identity) {
+            throw CaptureError.fatal("the log at \(logPath) belongs to another source (\(difference)): use another [log] path, or point [source] at the log's own source")
+        }
+        let writer = try EventLogWriter(path: logPath)
         let recorded = try writer.log.sourceIdentity()
         if let recorded, let difference = recorded.difference(from: identity) {
             throw CaptureError.fatal("the log at \(writer.log.path) belongs to another source (\(difference)): use another [log] path, or point [source] at the log's own source")

@@ -37,10 +37,14 @@ public final class EventLog: @unchecked Sendable {
         static let lastCommitTime = Array("last_commit_time".utf8)
     }
 
+    /// True when `path` holds an LMDB environment (a log, or the start of one).
+    public static func exists(at path: String) -> Bool {
+        FileManager.default.fileExists(atPath: path + "/data.mdb")
+    }
+
     init(path: String, readOnly: Bool, create: Bool) throws {
         self.path = path
-        var isDirectory: ObjCBool = false
-        let exists = FileManager.default.fileExists(atPath: path + "/data.mdb", isDirectory: &isDirectory)
+        let exists = FileManager.default.fileExists(atPath: path + "/data.mdb")
         if !exists {
             guard create else {
                 throw EventLogError("no event log at \(path): run `cdc init` first, or pass the right --log/--config")

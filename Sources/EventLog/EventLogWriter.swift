@@ -33,9 +33,16 @@ public final class EventLogWriter: @unchecked Sendable {
     private var arena = ByteWriter(capacity: 1 << 20)
     private var offsets: [Int] = []
     private var stagedRelations: [(oid: UInt32, seq: UInt64)] = []
+    private let lockDescriptor: Int32
 
-    /// Opens the log at `path` for writing, creating it when missing, and drops any unfinished tail.
-    public init(path: String) throws {
+    /// Opens the log at `path` for writing, creating it when missing if `create` is true, and drops
+    /// any unfinished tail. Only one writer may hold a log: a second one fails at once, naming the
+    /// first one's pid.
+    public init(path: String, create: Bool = true) throws {
+        if !create && !EventLog.exists(at: path) {
+            throw EventLogError("no event log at \(path): run `cdc init` first, or pass the right --log/--config")
+        }
+        lockDescriptor = try Self.lockExclusively(directory: path)
         log = try EventLog(path: path, readOnly: false, create: true)
         durable = try log.position()
         staged = durable
@@ -162,6 +169,31 @@ public final class EventLogWriter: @unchecked Sendable {
             try txn.put(log.meta, key: EventLog.MetaKey.source, value: Array(json))
             try txn.put(log.meta, key: EventLog.MetaKey.state, value: Array(state.rawValue.utf8))
         }
+    }
+
+    deinit { close(lockDescriptor) }
+
+    /// Takes an exclusive, non-blocking flock on `directory/writer.lock` (released when the process dies).
+    static func lockExclusively(directory: String) throws -> Int32 {
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw EventLogError("cannot create log directory \(directory): \(error.localizedDescription)")
+        }
+        let path = directory + "/writer.lock"
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw EventLogError("cannot open \(path): \(String(cString: strerror(errno)))") }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            var buffer = [UInt8](repeating: 0, count: 32)
+            let n = read(fd, &buffer, 31)
+            close(fd)
+            let holder = n > 0 ? String(decoding: buffer[0..<n], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) : "?"
+            throw EventLogError("another cdc process (pid \(holder)) is writing the log at \(directory): stop it first")
+        }
+        let pid = "\(getpid())\n"
+        _ = ftruncate(fd, 0)
+        _ = pid.withCString { pwrite(fd, $0, strlen($0), 0) }
+        return fd
     }
 
     /// Deletes records after `head` (an unfinished transaction's chunks).

@@ -70,8 +70,7 @@ struct Init: AsyncParsableCommand {
                     options: InitOptions(conninfo: config.source.url, slot: config.source.slot,
                                          publication: config.source.publication, tables: config.source.tables),
                     logger: logger)
-                let writer = try EventLogWriter(path: config.log.path)
-                return try initializer.run(writer: writer)
+                return try initializer.run(logPath: config.log.path)
             }
             for table in report.tablesWithoutIdentity {
                 logger.warning("published table has no primary key or replica identity: the source will refuse its UPDATEs and DELETEs; add a primary key or ALTER TABLE \(table) REPLICA IDENTITY FULL",
@@ -108,7 +107,7 @@ struct Run: AsyncParsableCommand {
             let logger = try global.logger()
             var stopAt: LSN?
             if let endpos {
-                guard let lsn = LSN(endpos) else { throw ValidationError("--endpos must be an LSN like 0/16B3748") }
+                guard let lsn = LSN(endpos) else { throw ConfigError("--endpos \"\(endpos)\" is not an LSN: write it as PostgreSQL prints one, e.g. 0/16B3748") }
                 stopAt = lsn
             }
             let config = try global.loadConfig()
@@ -118,8 +117,6 @@ struct Run: AsyncParsableCommand {
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
             try await group.run()
-        } catch let error as ValidationError {
-            throw error
         } catch {
             fail(Self.unwrap(error))
         }
@@ -172,7 +169,7 @@ struct Export: AsyncParsableCommand {
 
     func run() async throws {
         do {
-            guard format == "jsonl" else { throw ValidationError("--format must be jsonl") }
+            guard format == "jsonl" else { throw ConfigError("--format \(format) is not supported: use --format jsonl") }
             let log = try EventLog.openForReading(path: try location.path())
             var exporter = JSONLExporter(log: log)
             var out = JSONWriter(capacity: 1 << 20)
@@ -187,8 +184,6 @@ struct Export: AsyncParsableCommand {
                 return true
             }
             stdout.write(Data(out.bytes))
-        } catch let error as ValidationError {
-            throw error
         } catch {
             fail(error)
         }
