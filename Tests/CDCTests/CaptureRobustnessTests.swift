@@ -187,3 +187,39 @@ import Glibc
         #expect(LedgerLoad.check(try ws.export(), transactions: transactions).isEmpty)
     }
 }
+
+/// An idle captured database on a busy server must not pin WAL forever: the slot's confirmed
+/// position follows the server's WAL through keepalives while nothing of ours is in flight.
+@Suite struct IdleSlotTests {
+    @Test func idleSlotKeepsConfirmingProgressWhileOtherDatabasesWrite() throws {
+        let ws = try CDCWorkspace("idle")
+        defer { ws.tearDown() }
+        try ws.initialize()
+        try ws.sql("INSERT INTO facilities VALUES ('F1', 'Mercy', 'Boston', 'MA', 'US', 'Academic', 300)")
+        let run = try ws.startRun()
+        #expect(run.waitForLog("streaming"))
+        func confirmed() throws -> String { try ws.sql("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(ws.slot)'")[0][0] ?? "" }
+        // Wait until the insert is confirmed, then make WAL elsewhere only.
+        var start = try confirmed()
+        for _ in 0..<100 where try ws.export().contains(where: { $0["op"] as? String == "insert" }) == false { usleep(100_000) }
+        start = try confirmed()
+        let other = try ws.server.createDatabase("idle_other", schema: false)
+        defer { _ = try? ws.server.execute("DROP DATABASE IF EXISTS \(other) WITH (FORCE)") }
+        try ws.server.execute("CREATE TABLE noise (id int); INSERT INTO noise SELECT generate_series(1, 10000)", database: other)
+        let busyLSN = try ws.server.currentLSN()
+        var advanced = false
+        for _ in 0..<300 {  // up to 30 s: standby status goes out every 10 s
+            if LedgerLoad.compareLSN(try confirmed(), busyLSN) >= 0 { advanced = true; break }
+            usleep(100_000)
+        }
+        #expect(advanced, "slot stayed at \(start) while the server's WAL moved to \(busyLSN)")
+        run.send(SIGTERM)
+        #expect(run.wait().status == 0)
+        // Nothing from the other database is in the log, and capture goes on after the advance.
+        try ws.sql("INSERT INTO facilities VALUES ('F2', 'Hope', 'Austin', 'TX', 'US', 'Community', 50)")
+        try ws.catchUp()
+        let ids = try ws.rowEvents(table: "facilities").compactMap { ($0["after"] as? [String: Any])?["facility_id"] as? String }
+        #expect(ids == ["F1", "F2"])
+        #expect(try ws.export().allSatisfy { ($0["table"] as? String)?.contains("noise") != true })
+    }
+}
