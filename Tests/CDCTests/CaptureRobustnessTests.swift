@@ -223,3 +223,37 @@ import Glibc
         #expect(try ws.export().allSatisfy { ($0["table"] as? String)?.contains("noise") != true })
     }
 }
+
+/// A slot invalidated by max_slot_wal_keep_size has lost the WAL the log needs: cdc run must stop with
+/// an explanation, write nothing, and never re-create the slot.
+@Suite struct SlotInvalidationTests {
+    @Test func invalidatedSlotIsExplainedAndNothingIsWritten() throws {
+        let server = try PostgresServer.start(name: "lostslot", extraSettings: [
+            "max_slot_wal_keep_size = '1MB'", "min_wal_size = '32MB'", "max_wal_size = '64MB'",
+        ])
+        defer { server.destroy() }
+        let ws = try CDCWorkspace("lostslot", server: server)
+        defer { ws.tearDown() }
+        try ws.initialize()
+        let before = try ws.export().count
+        try ws.sql("CREATE TABLE filler (id int, payload text)")
+        var status = ""
+        for _ in 0..<12 where status != "lost" {
+            try ws.sql("INSERT INTO filler SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g")
+            try server.execute("SELECT pg_switch_wal()")
+            try server.execute("CHECKPOINT")
+            status = try server.execute("SELECT wal_status FROM pg_replication_slots WHERE slot_name = '\(ws.slot)'")[0][0] ?? ""
+        }
+        try #require(status == "lost", "could not invalidate the slot (wal_status \(status))")
+
+        let endpos = try server.currentLSN()
+        let result = try ws.cdc(["run", "--config", ws.configPath, "--no-project", "--endpos", endpos])
+        #expect(result.status != 0)
+        let lines = result.stderr.split(separator: "\n").filter { $0.hasPrefix("cdc: error:") }
+        #expect(lines.count == 1, "\(result.stderr)")
+        #expect(lines.first?.contains("invalidated") == true && lines.first?.contains("cdc init") == true, "\(result.stderr)")
+        #expect(try ws.export().count == before, "nothing was written")
+        let slots = try server.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '\(ws.slot)'")[0][0]
+        #expect(slots == "1", "the lost slot is left for the operator, not dropped or re-created")
+    }
+}
