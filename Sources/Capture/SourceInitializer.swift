@@ -179,15 +179,16 @@ public final class SourceInitializer {
         report.consistentPoint = point
         logger.info("slot created", metadata: ["cdc.slot": "\(options.slot)", "cdc.consistent_point": "\(point)"])
 
-        try sql.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        try sql.execute("SET TRANSACTION SNAPSHOT \(sql.quoteLiteral(snapshot))")
-        let time = Int64(try sql.execute("SELECT (extract(epoch FROM now()) * 1000000)::int8").value(0, 0) ?? "") ?? nil
-        report.tables = try copyTables(sql, writer: writer, at: point, time: time)
-        try sql.execute("COMMIT")
-
-        writer.endTransaction(commitLSN: point, commitTime: time, resume: point)
-        try writer.flush(settingState: .ready)
-        _ = replication  // the exported snapshot lived as long as this connection
+        // The exported snapshot lives only while the replication connection stays open and idle.
+        try withExtendedLifetime(replication) {
+            try sql.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            try sql.execute("SET TRANSACTION SNAPSHOT \(sql.quoteLiteral(snapshot))")
+            let time = Int64(try sql.execute("SELECT (extract(epoch FROM now()) * 1000000)::int8").value(0, 0) ?? "") ?? nil
+            report.tables = try copyTables(sql, writer: writer, at: point, time: time)
+            try sql.execute("COMMIT")
+            writer.endTransaction(commitLSN: point, commitTime: time, resume: point)
+            try writer.flush(settingState: .ready)
+        }
         return report
     }
 
