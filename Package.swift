@@ -19,6 +19,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
     ],
     targets: [
         .systemLibrary(
@@ -37,7 +38,7 @@ let package = Package(
         ),
         .target(
             name: "EventLog",
-            dependencies: ["CLMDB"]
+            dependencies: ["CLMDB", .product(name: "Crypto", package: "swift-crypto")]
         ),
         .target(
             name: "Capture",

@@ -26,6 +26,8 @@ public final class EventLog: @unchecked Sendable {
     let events: LMDBDatabase
     let meta: LMDBDatabase
     let relations: LMDBDatabase
+    let leaves: LMDBDatabase
+    let roots: LMDBDatabase
 
     enum MetaKey {
         static let format = Array("format".utf8)
@@ -35,6 +37,7 @@ public final class EventLog: @unchecked Sendable {
         static let resume = Array("resume_lsn".utf8)
         static let lastCommit = Array("last_commit_lsn".utf8)
         static let lastCommitTime = Array("last_commit_time".utf8)
+        static let frontier = Array("merkle_frontier".utf8)
     }
 
     /// True when `path` holds an LMDB environment (a log, or the start of one).
@@ -63,14 +66,18 @@ public final class EventLog: @unchecked Sendable {
         if readOnly {
             guard let events = try environment.existingDatabase("events"),
                   let meta = try environment.existingDatabase("meta"),
-                  let relations = try environment.existingDatabase("relations") else {
+                  let relations = try environment.existingDatabase("relations"),
+                  let leaves = try environment.existingDatabase("leaves"),
+                  let roots = try environment.existingDatabase("roots") else {
                 throw EventLogError("\(path) is not a cdc event log (missing sub-databases): run `cdc init`")
             }
-            (self.events, self.meta, self.relations) = (events, meta, relations)
+            (self.events, self.meta, self.relations, self.leaves, self.roots) = (events, meta, relations, leaves, roots)
         } else {
             events = try environment.openDatabase("events", create: true)
             meta = try environment.openDatabase("meta", create: true)
             relations = try environment.openDatabase("relations", create: true)
+            leaves = try environment.openDatabase("leaves", create: true)
+            roots = try environment.openDatabase("roots", create: true)
         }
         try checkFormat(stampIfNew: !readOnly)
     }
@@ -131,6 +138,16 @@ public final class EventLog: @unchecked Sendable {
         try txn.put(meta, key: MetaKey.resume, value: keyBytes(p.resumeLSN.value))
         try txn.put(meta, key: MetaKey.lastCommit, value: keyBytes(p.lastCommitLSN.value))
         try txn.put(meta, key: MetaKey.lastCommitTime, value: keyBytes(UInt64(bitPattern: p.lastCommitTime ?? RecordCodec.noTime)))
+    }
+
+    /// The Merkle frontier over records 1...head, as stored with the head.
+    public func frontier() throws -> MerkleFrontier {
+        try environment.withTransaction(readOnly: true) { txn in try readFrontier(txn) }
+    }
+
+    func readFrontier(_ txn: LMDBTransaction) throws -> MerkleFrontier {
+        guard let bytes = try txn.get(meta, key: MetaKey.frontier) else { return MerkleFrontier() }
+        return try MerkleFrontier(encoded: bytes)
     }
 
     // MARK: Reading records

@@ -34,6 +34,10 @@ public final class EventLogWriter: @unchecked Sendable {
     private var offsets: [Int] = []
     private var stagedRelations: [(oid: UInt32, seq: UInt64)] = []
     private let lockDescriptor: Int32
+    /// The Merkle frontier over records 1...durable.head (stored in meta with the head).
+    private var durableFrontier: MerkleFrontier
+    /// ... and over every record written to LMDB (beyond the head while a huge transaction is chunked).
+    private var writtenFrontier: MerkleFrontier
 
     /// Opens the log at `path` for writing, creating it when missing if `create` is true, and drops
     /// any unfinished tail. Only one writer may hold a log: a second one fails at once, naming the
@@ -45,6 +49,8 @@ public final class EventLogWriter: @unchecked Sendable {
         lockDescriptor = try Self.lockExclusively(directory: path)
         log = try EventLog(path: path, readOnly: false, create: true)
         durable = try log.position()
+        durableFrontier = try log.frontier()
+        writtenFrontier = durableFrontier
         staged = durable
         lastSeq = durable.head
         writtenSeq = durable.head
@@ -110,6 +116,23 @@ public final class EventLogWriter: @unchecked Sendable {
         let writeCount = hasOpenTransaction && !offsets.isEmpty ? offsets.count - 1 : offsets.count
         let writeEnd = writeCount < offsets.count ? offsets[writeCount] : arena.bytes.count
         let relations = stagedRelations.filter { $0.seq <= target.head }
+        // Leaf hashes, and the frontier at the new head, are computed once, outside the retry loop.
+        var frontier = writtenFrontier
+        var headFrontier = target.head == durable.head ? durableFrontier : nil
+        var leafHashes: [Hash] = []
+        leafHashes.reserveCapacity(writeCount)
+        arena.bytes.withUnsafeBytes { all in
+            for i in 0..<writeCount {
+                let end = i + 1 < writeCount ? offsets[i + 1] : writeEnd
+                let leaf = MerkleFrontier.leafHash(UnsafeRawBufferPointer(rebasing: all[offsets[i]..<end]))
+                leafHashes.append(leaf)
+                frontier.append(leaf: leaf)
+                if first + UInt64(i) == target.head { headFrontier = frontier }
+            }
+        }
+        guard let headFrontier else {
+            throw EventLogError("internal error: the head \(target.head) is not among the records being written")
+        }
         while true {
             do {
                 try log.environment.withTransaction(readOnly: false) { txn in
@@ -117,12 +140,17 @@ public final class EventLogWriter: @unchecked Sendable {
                         for i in 0..<writeCount {
                             let start = offsets[i]
                             let end = i + 1 < writeCount ? offsets[i + 1] : writeEnd
-                            try txn.put(log.events, key: keyBytes(first + UInt64(i)),
-                                        value: UnsafeRawBufferPointer(rebasing: all[start..<end]), append: true)
+                            let key = keyBytes(first + UInt64(i))
+                            try txn.put(log.events, key: key, value: UnsafeRawBufferPointer(rebasing: all[start..<end]), append: true)
+                            try txn.put(log.leaves, key: key, value: leafHashes[i], append: true)
                         }
                     }
                     for (oid, seq) in relations {
                         try txn.put(log.relations, key: keyBytes(oid), value: keyBytes(seq))
+                    }
+                    if target.head != durable.head {
+                        try txn.put(log.meta, key: EventLog.MetaKey.frontier, value: headFrontier.encoded)
+                        try txn.put(log.roots, key: keyBytes(target.head), value: headFrontier.root, append: true)
                     }
                     if target != durable { try log.writePosition(target, txn) }
                     if let state {
@@ -136,6 +164,8 @@ public final class EventLogWriter: @unchecked Sendable {
         }
         writtenSeq = first + UInt64(writeCount) - 1
         durable = target
+        durableFrontier = headFrontier
+        writtenFrontier = frontier
         if writeCount == offsets.count {
             arena.bytes.removeAll(keepingCapacity: arena.bytes.capacity <= 64 << 20)
             offsets.removeAll(keepingCapacity: true)
@@ -201,12 +231,16 @@ public final class EventLogWriter: @unchecked Sendable {
         let last: UInt64 = try log.environment.withTransaction(readOnly: true) { txn in
             try txn.lastKey(log.events).flatMap { $0.withUnsafeBytes(readU64) } ?? 0
         }
+        writtenFrontier = durableFrontier
         guard last > head else { writtenSeq = head; return }
         var seq = head + 1
         while seq <= last {
             let end = min(last, seq + 50_000)
             try log.environment.withTransaction(readOnly: false) { txn in
-                for s in seq...end { try txn.delete(log.events, key: keyBytes(s)) }
+                for s in seq...end {
+                    try txn.delete(log.events, key: keyBytes(s))
+                    try txn.delete(log.leaves, key: keyBytes(s))
+                }
             }
             seq = end + 1
         }

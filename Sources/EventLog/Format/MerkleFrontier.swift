@@ -1,0 +1,94 @@
+import Crypto
+
+/// A 32-byte SHA-256 digest.
+public typealias Hash = [UInt8]
+
+/// The right edge of an RFC 6962 Merkle tree over the log's records: the roots of the perfect
+/// subtrees that make up the first `size` leaves (at most 64), enough to append and to compute the root.
+///
+/// leaf = SHA-256(0x00 || record bytes), node = SHA-256(0x01 || left || right);
+/// the root of n leaves is MTH(D[0..n)) as RFC 6962 §2.1 defines it (left subtree = largest power of two < n).
+public struct MerkleFrontier: Equatable, Sendable {
+    /// Number of leaves.
+    public private(set) var size: UInt64 = 0
+    /// Roots of the perfect subtrees, largest (leftmost) first; subtree i has 2^heights[i] leaves.
+    private var nodes: [(height: UInt8, hash: Hash)] = []
+
+    public init() {}
+
+    public static func == (a: MerkleFrontier, b: MerkleFrontier) -> Bool {
+        a.size == b.size && a.nodes.elementsEqual(b.nodes) { $0.height == $1.height && $0.hash == $1.hash }
+    }
+
+    /// SHA-256(0x00 || record).
+    public static func leafHash(_ record: UnsafeRawBufferPointer) -> Hash {
+        var hasher = SHA256()
+        hasher.update(data: [0x00] as [UInt8])
+        hasher.update(bufferPointer: record)
+        return Array(hasher.finalize())
+    }
+
+    /// SHA-256(0x01 || left || right).
+    public static func nodeHash(_ left: Hash, _ right: Hash) -> Hash {
+        var hasher = SHA256()
+        hasher.update(data: [0x01] as [UInt8])
+        hasher.update(data: left)
+        hasher.update(data: right)
+        return Array(hasher.finalize())
+    }
+
+    /// Appends a leaf hash.
+    public mutating func append(leaf: Hash) {
+        nodes.append((0, leaf))
+        size += 1
+        while nodes.count >= 2, nodes[nodes.count - 1].height == nodes[nodes.count - 2].height {
+            let right = nodes.removeLast()
+            let left = nodes.removeLast()
+            nodes.append((left.height + 1, Self.nodeHash(left.hash, right.hash)))
+        }
+    }
+
+    /// The tree's root; SHA-256 of the empty string for an empty tree (RFC 6962).
+    public var root: Hash {
+        guard var accumulator = nodes.last?.hash else { return Array(SHA256.hash(data: [UInt8]())) }
+        for node in nodes.dropLast().reversed() {
+            accumulator = Self.nodeHash(node.hash, accumulator)
+        }
+        return accumulator
+    }
+
+    /// u64 size, u8 count, then per node u8 height and 32 bytes.
+    public var encoded: [UInt8] {
+        var w = ByteWriter(capacity: 9 + nodes.count * 33)
+        w.u64(size)
+        w.u8(UInt8(nodes.count))
+        for node in nodes {
+            w.u8(node.height)
+            w.bytes.append(contentsOf: node.hash)
+        }
+        return w.bytes
+    }
+
+    public init(encoded buffer: UnsafeRawBufferPointer) throws {
+        var r = ByteReader(buffer)
+        size = try r.u64()
+        let count = Int(try r.u8())
+        var total: UInt64 = 0
+        for _ in 0..<count {
+            let height = try r.u8()
+            guard height < 64 else { throw FormatError.malformed("merkle node height \(height)") }
+            nodes.append((height, Array(try r.bytes(32))))
+            total += 1 << UInt64(height)
+        }
+        guard total == size else { throw FormatError.malformed("merkle frontier covers \(total) leaves, not \(size)") }
+    }
+}
+
+/// Lower-case hex.
+public func hex(_ bytes: [UInt8]) -> String {
+    let digits = Array("0123456789abcdef".utf8)
+    var out: [UInt8] = []
+    out.reserveCapacity(bytes.count * 2)
+    for b in bytes { out.append(digits[Int(b >> 4)]); out.append(digits[Int(b & 15)]) }
+    return String(decoding: out, as: UTF8.self)
+}
