@@ -324,7 +324,7 @@ public final class CaptureStream {
             let replyRequested = try r.u8() == 1
             if !inTransaction {
                 writer.advanceResume(to: walEnd)
-                if let endpos = options.endpos, walEnd >= endpos {
+                if let endpos = options.endpos, Self.covers(walEnd, endpos) {
                     try flush(connection)
                     endposReached = true
                 }
@@ -333,6 +333,15 @@ public final class CaptureStream {
         default:
             throw CaptureError.protocolViolation("unknown CopyData message \(kind)")
         }
+    }
+
+    /// True when the server has sent everything up to `endpos` once it reported `walEnd`: at or past
+    /// it, or stopped at a WAL page boundary with `endpos` inside the next page's header (where no record
+    /// can start; pg_current_wal_insert_lsn() points after that header). Assumes 8 KiB WAL pages.
+    static func covers(_ walEnd: LSN, _ endpos: LSN) -> Bool {
+        if walEnd >= endpos { return true }
+        let longPageHeader: UInt64 = 40  // SizeOfXLogLongPHD, the larger of the two page headers
+        return walEnd.value % 8192 == 0 && endpos.value - walEnd.value <= longPageHeader
     }
 
     private func handle(_ message: PgOutputMessage) throws {

@@ -167,7 +167,7 @@ import Glibc
         defer { ws.tearDown() }
         let load = try LedgerLoad(workspace: ws)
         try ws.initialize()
-        load.start()
+        load.start(pause: 3000, limit: 3000)
         let run = try ws.startRun()
         #expect(run.waitForLog("streaming"))
         var sizes: [Int] = []

@@ -26,14 +26,14 @@ public final class LedgerLoad: @unchecked Sendable {
     }
 
     /// Starts committing transactions on a background thread, as fast as the server takes them
-    /// (or with `pause` microseconds between them).
-    public func start(pause: UInt32 = 0) {
+    /// (or with `pause` microseconds between them), stopping by itself after `limit` commits.
+    public func start(pause: UInt32 = 0, limit: Int = 20_000) {
         let thread = Thread { [self] in
             do {
                 let connection = try workspace.server.connect(database: workspace.database)
                 var k = 0
                 var attempt = 0
-                while !isStopping {
+                while !isStopping && k < limit {
                     attempt += 1
                     if attempt % 7 == 0 {
                         try connection.execute("BEGIN; INSERT INTO ledger VALUES (-\(attempt), -1, 'rolled back'); UPDATE counter SET n = -1; ROLLBACK")
