@@ -210,15 +210,16 @@ public final class EventLogWriter: @unchecked Sendable {
 
     deinit { close(lockDescriptor) }
 
+    private func cacheRelationKey(_ seq: UInt64, _ definition: RelationDefinition) {
+        relationKeys[seq] = (Array(definition.qualifiedName.utf8), definition.columns.indices.filter { definition.columns[$0].isKey })
+    }
+
     /// History index prefixes for a record being written (relation records only feed the cache).
     private func historyPrefixes(_ record: UnsafeRawBufferPointer, seq: UInt64) throws -> [[UInt8]] {
         guard let op = record.first.flatMap(Operation.init(rawValue:)) else { return [] }
         switch op {
         case .relation:
-            if case .relation(let definition) = try RecordCodec.decode(record).body {
-                relationKeys[seq] = (Array(definition.qualifiedName.utf8),
-                                     definition.columns.indices.filter { definition.columns[$0].isKey })
-            }
+            if case .relation(let definition) = try RecordCodec.decode(record).body { cacheRelationKey(seq, definition) }
             return []
         case .snapshot, .insert, .update, .delete:
             var r = ByteReader(record)
@@ -227,8 +228,7 @@ public final class EventLogWriter: @unchecked Sendable {
                 guard let target = try log.record(relationSeq), case .relation(let definition) = target.body else {
                     throw EventLogError("record \(seq) refers to relation record \(relationSeq), which is not in the log")
                 }
-                relationKeys[relationSeq] = (Array(definition.qualifiedName.utf8),
-                                             definition.columns.indices.filter { definition.columns[$0].isKey })
+                cacheRelationKey(relationSeq, definition)
             }
             let (table, keyColumns) = relationKeys[relationSeq]!
             return try HistoryKey.prefixes(record: record, table: table, keyColumns: keyColumns)

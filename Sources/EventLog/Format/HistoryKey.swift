@@ -11,17 +11,18 @@ public enum HistoryKey {
     public static func prefix(table: String, key: [[UInt8]?]) -> [UInt8] {
         var part: [UInt8] = []
         for value in key {
-            if let value {
-                part.append(0x01)
-                var w = ByteWriter(capacity: 10)
-                w.varint(UInt64(value.count))
-                part += w.bytes
-                part += value
-            } else {
-                part.append(0x02)
-            }
+            if let value { value.withUnsafeBytes { appendValue($0, to: &part) } } else { appendValue(nil, to: &part) }
         }
         return assemble(table: Array(table.utf8), part: part)
+    }
+
+    /// One key value: 0x01 varint length and the bytes, or 0x02 for NULL.
+    static func appendValue(_ value: UnsafeRawBufferPointer?, to part: inout [UInt8]) {
+        guard let value else { part.append(0x02); return }
+        var w = ByteWriter(capacity: 10 + value.count)
+        w.u8(0x01)
+        w.blob(value)
+        part += w.bytes
     }
 
     static func assemble(table: [UInt8], part: [UInt8]) -> [UInt8] {
@@ -64,15 +65,7 @@ public enum HistoryKey {
             var part: [UInt8] = []
             for column in keyColumns {
                 guard let value = values[column] else { return nil }
-                if let value {
-                    part.append(0x01)
-                    var w = ByteWriter(capacity: 10)
-                    w.varint(UInt64(value.count))
-                    part += w.bytes
-                    part += value
-                } else {
-                    part.append(0x02)
-                }
+                appendValue(value, to: &part)
             }
             return part
         }
