@@ -28,7 +28,6 @@ public final class EventLog: @unchecked Sendable {
     let relations: LMDBDatabase
     let leaves: LMDBDatabase
     let roots: LMDBDatabase
-    let history: LMDBDatabase
 
     enum MetaKey {
         static let format = Array("format".utf8)
@@ -69,18 +68,16 @@ public final class EventLog: @unchecked Sendable {
                   let meta = try environment.existingDatabase("meta"),
                   let relations = try environment.existingDatabase("relations"),
                   let leaves = try environment.existingDatabase("leaves"),
-                  let roots = try environment.existingDatabase("roots"),
-                  let history = try environment.existingDatabase("history") else {
+                  let roots = try environment.existingDatabase("roots") else {
                 throw EventLogError("\(path) is not a cdc event log (missing sub-databases): run `cdc init`")
             }
-            (self.events, self.meta, self.relations, self.leaves, self.roots, self.history) = (events, meta, relations, leaves, roots, history)
+            (self.events, self.meta, self.relations, self.leaves, self.roots) = (events, meta, relations, leaves, roots)
         } else {
             events = try environment.openDatabase("events", create: true)
             meta = try environment.openDatabase("meta", create: true)
             relations = try environment.openDatabase("relations", create: true)
             leaves = try environment.openDatabase("leaves", create: true)
             roots = try environment.openDatabase("roots", create: true)
-            history = try environment.openDatabase("history", create: true)
         }
         try checkFormat(stampIfNew: !readOnly)
     }
@@ -151,33 +148,6 @@ public final class EventLog: @unchecked Sendable {
     func readFrontier(_ txn: LMDBTransaction) throws -> MerkleFrontier {
         guard let bytes = try txn.get(meta, key: MetaKey.frontier) else { return MerkleFrontier() }
         return try MerkleFrontier(encoded: bytes)
-    }
-
-    /// Sequence numbers of the visible records that touched the row with key `prefix`
-    /// (``HistoryKey/prefix(table:key:)``), in log order.
-    public func history(prefix: [UInt8]) throws -> [UInt64] {
-        try environment.withTransaction(readOnly: true) { txn in
-            let head = try readPosition(txn).head
-            var seqs: [UInt64] = []
-            try txn.scan(history, from: prefix) { key, _ in
-                guard key.count == prefix.count + 8, key.starts(with: prefix) else { return key.starts(with: prefix) }
-                if let seq = readU64(UnsafeRawBufferPointer(rebasing: key[prefix.count...])), seq <= head { seqs.append(seq) }
-                return true
-            }
-            return seqs
-        }
-    }
-
-    /// The latest relation definition and its seq for a table named `schema.table` (or `table` in any schema).
-    public func latestRelation(named name: String) throws -> (seq: UInt64, definition: RelationDefinition)? {
-        var found: (UInt64, RelationDefinition)?
-        for (_, seq) in try relationIndex() {
-            guard let record = try record(seq), case .relation(let definition) = record.body else { continue }
-            if definition.qualifiedName == name || (!name.contains(".") && definition.name == name) {
-                if found == nil || seq > found!.0 { found = (seq, definition) }
-            }
-        }
-        return found
     }
 
     // MARK: Reading records

@@ -38,8 +38,6 @@ public final class EventLogWriter: @unchecked Sendable {
     private var durableFrontier: MerkleFrontier
     /// ... and over every record written to LMDB (beyond the head while a huge transaction is chunked).
     private var writtenFrontier: MerkleFrontier
-    /// For the history index: relation record seq → (schema.table, key column positions).
-    private var relationKeys: [UInt64: (table: [UInt8], keyColumns: [Int])] = [:]
 
     /// Opens the log at `path` for writing, creating it when missing if `create` is true, and drops
     /// any unfinished tail. Only one writer may hold a log: a second one fails at once, naming the
@@ -123,8 +121,7 @@ public final class EventLogWriter: @unchecked Sendable {
         var headFrontier = target.head == durable.head ? durableFrontier : nil
         var leafHashes: [Hash] = []
         leafHashes.reserveCapacity(writeCount)
-        var historyKeys: [[UInt8]] = []
-        try arena.bytes.withUnsafeBytes { all in
+        arena.bytes.withUnsafeBytes { all in
             for i in 0..<writeCount {
                 let end = i + 1 < writeCount ? offsets[i + 1] : writeEnd
                 let record = UnsafeRawBufferPointer(rebasing: all[offsets[i]..<end])
@@ -133,7 +130,6 @@ public final class EventLogWriter: @unchecked Sendable {
                 frontier.append(leaf: leaf)
                 let seq = first + UInt64(i)
                 if seq == target.head { headFrontier = frontier }
-                for prefix in try historyPrefixes(record, seq: seq) { historyKeys.append(prefix + keyBytes(seq)) }
             }
         }
         guard let headFrontier else {
@@ -154,7 +150,6 @@ public final class EventLogWriter: @unchecked Sendable {
                     for (oid, seq) in relations {
                         try txn.put(log.relations, key: keyBytes(oid), value: keyBytes(seq))
                     }
-                    for key in historyKeys { try txn.put(log.history, key: key, value: []) }
                     if target.head != durable.head {
                         try txn.put(log.meta, key: EventLog.MetaKey.frontier, value: headFrontier.encoded)
                         try txn.put(log.roots, key: keyBytes(target.head), value: headFrontier.root, append: true)
@@ -210,33 +205,6 @@ public final class EventLogWriter: @unchecked Sendable {
 
     deinit { close(lockDescriptor) }
 
-    private func cacheRelationKey(_ seq: UInt64, _ definition: RelationDefinition) {
-        relationKeys[seq] = (Array(definition.qualifiedName.utf8), definition.columns.indices.filter { definition.columns[$0].isKey })
-    }
-
-    /// History index prefixes for a record being written (relation records only feed the cache).
-    private func historyPrefixes(_ record: UnsafeRawBufferPointer, seq: UInt64) throws -> [[UInt8]] {
-        guard let op = record.first.flatMap(Operation.init(rawValue:)) else { return [] }
-        switch op {
-        case .relation:
-            if case .relation(let definition) = try RecordCodec.decode(record).body { cacheRelationKey(seq, definition) }
-            return []
-        case .snapshot, .insert, .update, .delete:
-            var r = ByteReader(record)
-            let relationSeq = try RecordCodec.decodeHeader(&r).relationSeq
-            if relationKeys[relationSeq] == nil {
-                guard let target = try log.record(relationSeq), case .relation(let definition) = target.body else {
-                    throw EventLogError("record \(seq) refers to relation record \(relationSeq), which is not in the log")
-                }
-                cacheRelationKey(relationSeq, definition)
-            }
-            let (table, keyColumns) = relationKeys[relationSeq]!
-            return try HistoryKey.prefixes(record: record, table: table, keyColumns: keyColumns)
-        default:
-            return []
-        }
-    }
-
     /// Takes an exclusive, non-blocking flock on `directory/writer.lock` (released when the process dies).
     static func lockExclusively(directory: String) throws -> Int32 {
         do {
@@ -272,11 +240,6 @@ public final class EventLogWriter: @unchecked Sendable {
             let end = min(last, seq + 50_000)
             try log.environment.withTransaction(readOnly: false) { txn in
                 for s in seq...end {
-                    if let record = try txn.get(log.events, key: keyBytes(s)) {
-                        for prefix in try historyPrefixes(record, seq: s) {
-                            try txn.delete(log.history, key: prefix + keyBytes(s))
-                        }
-                    }
                     try txn.delete(log.events, key: keyBytes(s))
                     try txn.delete(log.leaves, key: keyBytes(s))
                 }

@@ -135,7 +135,7 @@ struct LogCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "log",
         abstract: "Read the event log (read-only; safe while `cdc run` writes).",
-        subcommands: [Export.self, Verify.self, Digest.self])
+        subcommands: [FilteredExport.self, Verify.self, Digest.self, LogShow.self, LogTxn.self, LogTail.self, LogStats.self])
 }
 
 /// Where a log command reads: `--log DIR`, or the [log] path of `--config`.
@@ -149,44 +149,6 @@ struct LogLocation: ParsableArguments {
     func path() throws -> String {
         if let log { return log }
         return try Config.load(path: config ?? Config.defaultPath).log.path
-    }
-}
-
-struct Export: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Print events as JSON lines (see schemas/event-log.md).")
-
-    @OptionGroup var location: LogLocation
-
-    @Option(help: "Output format: jsonl.")
-    var format: String = "jsonl"
-
-    @Option(help: "First sequence number.")
-    var from: UInt64 = 1
-
-    @Option(help: "Last sequence number (default: the head).")
-    var to: UInt64?
-
-    func run() async throws {
-        do {
-            guard format == "jsonl" else { throw ConfigError("--format \(format) is not supported: use --format jsonl") }
-            let log = try EventLog.openForReading(path: try location.path())
-            var exporter = JSONLExporter(log: log)
-            var out = JSONWriter(capacity: 1 << 20)
-            let stdout = FileHandle.standardOutput
-            try log.scan(from: from, to: to) { seq, bytes in
-                let record = try RecordCodec.decode(bytes)
-                try exporter.render(seq: seq, record: record, into: &out)
-                if out.bytes.count >= 1 << 20 {
-                    stdout.write(Data(out.bytes))
-                    out.bytes.removeAll(keepingCapacity: true)
-                }
-                return true
-            }
-            stdout.write(Data(out.bytes))
-        } catch {
-            fail(error)
-        }
     }
 }
 

@@ -23,18 +23,18 @@ public struct MerkleFrontier: Equatable, Sendable {
     /// SHA-256(0x00 || record).
     public static func leafHash(_ record: UnsafeRawBufferPointer) -> Hash {
         var hasher = SHA256()
-        hasher.update(data: [0x00] as [UInt8])
+        withUnsafeBytes(of: UInt8(0x00)) { hasher.update(bufferPointer: $0) }
         hasher.update(bufferPointer: record)
-        return Array(hasher.finalize())
+        return hasher.finalize().withUnsafeBytes { Array($0) }
     }
 
     /// SHA-256(0x01 || left || right).
     public static func nodeHash(_ left: Hash, _ right: Hash) -> Hash {
         var hasher = SHA256()
-        hasher.update(data: [0x01] as [UInt8])
-        hasher.update(data: left)
-        hasher.update(data: right)
-        return Array(hasher.finalize())
+        withUnsafeBytes(of: UInt8(0x01)) { hasher.update(bufferPointer: $0) }
+        left.withUnsafeBytes { hasher.update(bufferPointer: $0) }
+        right.withUnsafeBytes { hasher.update(bufferPointer: $0) }
+        return hasher.finalize().withUnsafeBytes { Array($0) }
     }
 
     /// Appends a leaf hash.
