@@ -176,22 +176,31 @@ public final class EventLog: @unchecked Sendable {
     /// of at most `batch` records so that a long export never pins old pages. `body` returns false to stop.
     public func scan(from: UInt64 = 1, to: UInt64? = nil, batch: Int = 5000,
                      _ body: (UInt64, UnsafeRawBufferPointer) throws -> Bool) throws {
+        try batchedScan(events, from: from, batch: batch, last: { min(try readPosition($0).head, to ?? UInt64.max) }) { _, seq, value in
+            try body(seq, value)
+        }
+    }
+
+    /// The one cursor loop over a database keyed by 8-byte sequence numbers: entries from `from` up
+    /// to `last` (evaluated in each transaction), in read transactions of at most `batch` entries.
+    /// Gaps in the keys are skipped, not reported. `body` returns false to stop.
+    func batchedScan(_ db: LMDBDatabase, from: UInt64, batch: Int, last: (LMDBTransaction) throws -> UInt64,
+                     _ body: (LMDBTransaction, UInt64, UnsafeRawBufferPointer) throws -> Bool) throws {
         var next = max(from, 1)
         var stop = false
         while !stop {
             var visited = 0
             try environment.withTransaction(readOnly: true) { txn in
-                let head = try readPosition(txn).head
-                let last = min(head, to ?? UInt64.max)
-                guard next <= last else { stop = true; return }
-                try txn.scan(events, from: keyBytes(next)) { key, value in
-                    guard let seq = readU64(key), seq <= last else { stop = true; return false }
-                    if try !body(seq, value) { stop = true; return false }
+                let end = try last(txn)
+                guard next <= end else { stop = true; return }
+                try txn.scan(db, from: keyBytes(next)) { key, value in
+                    guard let seq = readU64(key), seq <= end else { stop = true; return false }
+                    if try !body(txn, seq, value) { stop = true; return false }
                     next = seq + 1
                     visited += 1
                     return visited < batch
                 }
-                if next > last { stop = true }
+                if next > end { stop = true }
             }
             if visited == 0 { stop = true }
         }

@@ -179,37 +179,16 @@ extension EventLog {
     /// Visits (seq, record bytes, stored leaf) in key order, in short read transactions.
     func scanRaw(from: UInt64, to: UInt64, _ body: (UInt64, UnsafeRawBufferPointer, Hash?) throws -> Void) throws {
         guard from <= to else { return }
-        var next = from
-        while next <= to {
-            var visited = 0
-            try environment.withTransaction(readOnly: true) { txn in
-                try txn.scan(events, from: keyBytes(next)) { key, value in
-                    guard let seq = readU64(key), seq <= to else { next = to + 1; return false }
-                    let leaf = try txn.get(leaves, key: keyBytes(seq)).map { Array($0) }
-                    try body(seq, value, leaf)
-                    next = seq + 1
-                    visited += 1
-                    return visited < 5000
-                }
-            }
-            if visited == 0 { break }
+        try batchedScan(events, from: from, batch: 5000, last: { _ in to }) { txn, seq, value in
+            try body(seq, value, try txn.get(leaves, key: keyBytes(seq)).map { Array($0) })
+            return true
         }
     }
 
     func scanLeaves(upTo last: UInt64, _ body: (UInt64, Hash) throws -> Void) throws {
-        var next: UInt64 = 1
-        while next <= last {
-            var visited = 0
-            try environment.withTransaction(readOnly: true) { txn in
-                try txn.scan(leaves, from: keyBytes(next)) { key, value in
-                    guard let seq = readU64(key), seq <= last else { next = last + 1; return false }
-                    try body(seq, Array(value))
-                    next = seq + 1
-                    visited += 1
-                    return visited < 20000
-                }
-            }
-            if visited == 0 { break }
+        try batchedScan(leaves, from: 1, batch: 20000, last: { _ in last }) { _, seq, value in
+            try body(seq, Array(value))
+            return true
         }
     }
 }
