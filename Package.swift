@@ -45,6 +45,7 @@ let package = Package(
             dependencies: [
                 "PGClient", "EventLog",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
         .target(

@@ -33,6 +33,7 @@ public struct CaptureService: Service {
                 var options = CaptureOptions(conninfo: config.source.url, slot: config.source.slot,
                                              publication: config.source.publication, endpos: endpos)
                 options.statusInterval = 10
+                options.protector = try config.protector()
                 let stream = CaptureStream(options: options, writer: writer, identity: identity, logger: logger)
                 return try stream.run(stop: stop)
             }

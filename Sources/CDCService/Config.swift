@@ -1,5 +1,7 @@
 import Foundation
 import TOMLKit
+import EventLog
+import Capture
 
 /// A configuration problem, naming the file and the key.
 public struct ConfigError: Error, CustomStringConvertible, Sendable {
@@ -23,6 +25,10 @@ public struct ConfigError: Error, CustomStringConvertible, Sendable {
 ///     timezone = "UTC"
 ///     [metrics]                                       # optional
 ///     listen = "127.0.0.1:9187"
+///     [privacy]                                       # optional: protect columns before they reach the log
+///     key_file = "/etc/cdc/privacy.key"               # HMAC key (>= 32 bytes, chmod 600); needed by hash
+///     hash = ["public.surgical_procedures.patient_id"] # keyed HMAC-SHA-256, 64 hex digits (text columns)
+///     redact = ["public.procedure_outcomes.notes"]    # written as NULL
 ///
 /// Every key is checked: a missing required key, a value of the wrong type, or a key cdc does not know
 /// is an error naming the key. Values are never echoed in errors (the url may hold a password).
@@ -49,10 +55,18 @@ public struct Config: Sendable {
         public var listen: String
     }
 
+    public struct Privacy: Sendable {
+        /// Path of the HMAC key file (the key itself is never held in the config).
+        public var keyFile: String?
+        /// `schema.table.column` → method.
+        public var columns: [String: PrivacyPolicy.Method]
+    }
+
     public var source: Source
     public var log: Log
     public var warehouse: Warehouse?
     public var metrics: Metrics
+    public var privacy: Privacy?
 
     /// The default location, used when `--config` is not given.
     public static let defaultPath = "/etc/cdc/cdc.toml"
@@ -78,7 +92,7 @@ public struct Config: Sendable {
             throw ConfigError("config \(path) is not valid TOML at line \(error.source.begin.line), column \(error.source.begin.column): \(error.description)")
         }
         var reader = TableReader(path: path, table: table, prefix: "")
-        try reader.onlyKeys(["source", "log", "warehouse", "metrics"])
+        try reader.onlyKeys(["source", "log", "warehouse", "metrics", "privacy"])
 
         var source = try reader.section("source")
         try source.onlyKeys(["url", "slot", "publication", "tables"])
@@ -105,7 +119,29 @@ public struct Config: Sendable {
                 metrics.listen = listen
             }
         }
-        return Config(source: src, log: logConfig, warehouse: warehouse, metrics: metrics)
+        var privacy: Privacy?
+        if var p = try reader.optionalSection("privacy") {
+            try p.onlyKeys(["key_file", "hash", "redact"])
+            var columns: [String: PrivacyPolicy.Method] = [:]
+            for (key, method) in [("hash", PrivacyPolicy.Method.hash), ("redact", .redact)] {
+                for column in try p.stringArray(key) ?? [] {
+                    let parts = column.split(separator: ".", omittingEmptySubsequences: false)
+                    guard parts.count == 3, parts.allSatisfy({ !$0.isEmpty }) else {
+                        throw ConfigError("config \(path): privacy.\(key) entry \"\(column)\" must name a column as schema.table.column, e.g. \"public.surgical_procedures.patient_id\"")
+                    }
+                    if let other = columns[column], other != method {
+                        throw ConfigError("config \(path): column \(column) is listed in both privacy.hash and privacy.redact: keep one")
+                    }
+                    columns[column] = method
+                }
+            }
+            let keyFile = try p.optionalString("key_file")
+            if keyFile == nil, columns.values.contains(.hash) {
+                throw ConfigError("config \(path): privacy.hash needs privacy.key_file (a file of at least 32 random bytes, e.g. head -c 32 /dev/urandom > /etc/cdc/privacy.key; chmod 600 it)")
+            }
+            privacy = Privacy(keyFile: keyFile, columns: columns)
+        }
+        return Config(source: src, log: logConfig, warehouse: warehouse, metrics: metrics, privacy: privacy)
     }
 }
 
@@ -188,4 +224,13 @@ extension Config.Warehouse: CustomStringConvertible, CustomDebugStringConvertibl
     public var description: String { "warehouse(schema: \(schema), url: <redacted>)" }
     public var debugDescription: String { description }
     public var customMirror: Mirror { Mirror(self, children: ["schema": schema, "url": "<redacted>"]) }
+}
+
+extension Config {
+    /// The column protector [privacy] describes (reading its key file), nil when nothing is protected.
+    public func protector() throws -> ColumnProtector? {
+        guard let privacy, !privacy.columns.isEmpty else { return nil }
+        let key = try privacy.keyFile.map(ColumnProtector.loadKey(path:))
+        return try ColumnProtector(columns: privacy.columns, key: key)
+    }
 }

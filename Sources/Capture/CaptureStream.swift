@@ -21,6 +21,8 @@ public struct CaptureOptions: Sendable {
     public var maxBatchRecords: Int = 100_000
     /// Longest wait between reconnection attempts, in seconds.
     public var maxBackoff: Double = 30
+    /// Column protection applied before values are written ([privacy] in cdc.toml).
+    public var protector: ColumnProtector?
 
     public init(conninfo: String, slot: String, publication: String, endpos: LSN? = nil) {
         self.conninfo = conninfo
@@ -60,6 +62,9 @@ public final class CaptureStream {
     private var resolved: [UInt32: UInt64] = [:]
     private var logged: [UInt32: (seq: UInt64, definition: RelationDefinition)] = [:]
     private var typeNames: [UInt32: String] = [:]
+    /// Per resolved relation, the protection of each column (absent: nothing protected).
+    private var protection: [UInt32: [PrivacyPolicy.Method?]] = [:]
+    private var privacyChecked = false
 
     // The transaction being received.
     private var inTransaction = false
@@ -148,9 +153,23 @@ public final class CaptureStream {
     private func session(stop: StopSignal, started: () -> Void) throws -> CaptureOutcome {
         let connection = try PGConnection(conninfo: options.conninfo, overrides: SessionSettings.replicationOverrides())
         try checkSource(connection)
+        if !privacyChecked, let protector = options.protector {
+            let missing = try protector.missingColumns(connection)
+            if !missing.isEmpty {
+                throw CaptureError.fatal("privacy: the source has no column \(missing.joined(separator: ", ")) — name protected columns as schema.table.column in [privacy] of cdc.toml")
+            }
+            if try writer.recordPrivacy(protector.policy) {
+                logger.notice("privacy policy recorded", metadata: ["cdc.privacy.columns": "\(protector.policy.columns.count)", "cdc.from_seq": "\(writer.durable.head + 1)"])
+            }
+            privacyChecked = true
+        } else if !privacyChecked {
+            try writer.recordPrivacy(PrivacyPolicy(columns: [:], keyID: nil))
+            privacyChecked = true
+        }
         try loadLoggedRelations()
         sessionRelations = [:]
         resolved = [:]
+        protection = [:]
         typeNames = [:]
         let start = writer.durable.resumeLSN
         let command = "START_REPLICATION SLOT \(connection.quoteIdentifier(options.slot)) LOGICAL \(start) "
@@ -384,24 +403,28 @@ public final class CaptureStream {
                 })
             sessionRelations[oid] = definition
             resolved[oid] = nil
+            protection[oid] = nil
         case .insert(let oid, let new):
             guard try active() else { return }
             let relation = try relationSeq(oid)
-            try append(.insert, relation) { try PgOutputMessage.transcode(new, into: &$0) }
+            let methods = protection[oid]
+            try append(.insert, relation) { try transcode(new, into: &$0, methods) }
         case .update(let oid, let old, let oldTuple, let new):
             guard try active() else { return }
             let relation = try relationSeq(oid)
+            let methods = protection[oid]
             try append(.update, relation) { w in
                 w.u8(old.rawValue)
-                if let oldTuple { try PgOutputMessage.transcode(oldTuple, into: &w) }
-                try PgOutputMessage.transcode(new, into: &w)
+                if let oldTuple { try transcode(oldTuple, into: &w, methods) }
+                try transcode(new, into: &w, methods)
             }
         case .delete(let oid, let old, let oldTuple):
             guard try active() else { return }
             let relation = try relationSeq(oid)
+            let methods = protection[oid]
             try append(.delete, relation) { w in
                 w.u8(old.rawValue)
-                try PgOutputMessage.transcode(oldTuple, into: &w)
+                try transcode(oldTuple, into: &w, methods)
             }
         case .truncate(let options, let oids):
             guard try active() else { return }
@@ -438,6 +461,11 @@ public final class CaptureStream {
         }
     }
 
+    @inline(__always)
+    private func transcode(_ tuple: PgOutputMessage.Tuple, into w: inout ByteWriter, _ methods: [PrivacyPolicy.Method?]?) throws {
+        try PgOutputMessage.transcode(tuple, into: &w, protecting: methods, with: options.protector)
+    }
+
     /// True when the current transaction's changes are to be written.
     @inline(__always)
     private func active() throws -> Bool {
@@ -463,6 +491,7 @@ public final class CaptureStream {
         guard let definition = sessionRelations[oid] else {
             throw CaptureError.protocolViolation("change for relation \(oid) before its Relation message")
         }
+        protection[oid] = try options.protector?.methods(for: definition)
         if let latest = logged[oid], latest.definition == definition {
             resolved[oid] = latest.seq
             return latest.seq

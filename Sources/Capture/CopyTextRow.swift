@@ -4,7 +4,9 @@ import EventLog
 /// backslash escapes. The field values are the same output-function text that pgoutput sends.
 enum CopyTextRow {
     /// Transcodes one row (with or without its trailing newline) into the log's tuple encoding.
-    static func transcode(_ row: UnsafeRawBufferPointer, columns: Int, into w: inout ByteWriter, scratch: inout [UInt8]) throws {
+    /// Columns `methods` names are protected by `protector`.
+    static func transcode(_ row: UnsafeRawBufferPointer, columns: Int, into w: inout ByteWriter, scratch: inout [UInt8],
+                          protecting methods: [PrivacyPolicy.Method?]? = nil, with protector: ColumnProtector? = nil) throws {
         var end = row.count
         if end > 0, row[end - 1] == 0x0A { end -= 1 }
         w.varint(UInt64(columns))
@@ -18,6 +20,10 @@ enum CopyTextRow {
             let field = UnsafeRawBufferPointer(rebasing: row[index..<fieldEnd])
             if field.count == 2, field[0] == 0x5C, field[1] == 0x4E {  // \N
                 w.u8(0x6E)
+            } else if let methods, fields <= methods.count, let method = methods[fields - 1], let protector {
+                scratch.removeAll(keepingCapacity: true)
+                try unescape(field, into: &scratch)
+                scratch.withUnsafeBytes { protector.write(method, value: $0, into: &w) }
             } else if !field.contains(0x5C) {
                 w.u8(0x74)
                 w.blob(field)

@@ -103,21 +103,28 @@ public enum PgOutputMessage {
         }
     }
 
-    /// Transcodes pgoutput TupleData into the log's tuple encoding, returning the column count.
+    /// Transcodes pgoutput TupleData into the log's tuple encoding, returning the column count. The
+    /// columns `methods` names are protected by `protector` on the way.
     @discardableResult
-    public static func transcode(_ tuple: Tuple, into w: inout ByteWriter) throws -> Int {
+    public static func transcode(_ tuple: Tuple, into w: inout ByteWriter, protecting methods: [PrivacyPolicy.Method?]? = nil,
+                                 with protector: ColumnProtector? = nil) throws -> Int {
         var r = WireReader(tuple.bytes)
         let count = Int(try r.u16())
         w.varint(UInt64(count))
-        for _ in 0..<count {
+        for index in 0..<count {
             let kind = try r.u8()
             switch kind {
             case 0x6E, 0x75:  // n, u
                 w.u8(kind)
             case 0x74:  // t
                 let length = Int(try r.u32())
-                w.u8(kind)
-                w.blob(try r.bytes(length))
+                let value = try r.bytes(length)
+                if let methods, index < methods.count, let method = methods[index], let protector {
+                    protector.write(method, value: value, into: &w)
+                } else {
+                    w.u8(kind)
+                    w.blob(value)
+                }
             default:
                 throw CaptureError.protocolViolation("unexpected tuple column kind \(kind)")
             }

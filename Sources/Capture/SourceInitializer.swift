@@ -9,6 +9,8 @@ public struct InitOptions: Sendable {
     public var publication: String
     /// Tables (`schema.table` or `table`) for a new publication; nil publishes all tables.
     public var tables: [String]?
+    /// Column protection applied to the snapshot ([privacy] in cdc.toml).
+    public var protector: ColumnProtector?
 
     public init(conninfo: String, slot: String, publication: String, tables: [String]? = nil) {
         self.conninfo = conninfo
@@ -117,6 +119,9 @@ public final class SourceInitializer {
         if let first = problems.first {
             throw CaptureError.fatal(problems.count == 1 ? first : problems.joined(separator: "; "))
         }
+        if let protector = options.protector {
+            try Self.checkProtection(protector, sql)
+        }
         let replication = try Self.connect(options.conninfo, replication: true)
         let identity = try Self.identify(replication, slot: options.slot, publication: options.publication)
         if EventLog.exists(at: logPath), let recorded = try EventLog.openForReading(path: logPath).sourceIdentity(),
@@ -170,6 +175,7 @@ public final class SourceInitializer {
         report.tablesWithoutIdentity = try Self.tablesWithoutIdentity(sql, publication: options.publication)
 
         try writer.setSource(identity, state: .initializing)
+        try writer.recordPrivacy(options.protector?.policy ?? PrivacyPolicy(columns: [:], keyID: nil))
         let created = try replication.execute(
             "CREATE_REPLICATION_SLOT \(replication.quoteIdentifier(options.slot)) LOGICAL pgoutput (SNAPSHOT 'export')")
         guard let pointText = created.value(0, "consistent_point"), let point = LSN(pointText),
@@ -193,21 +199,12 @@ public final class SourceInitializer {
     }
 
     private func copyTables(_ sql: PGConnection, writer: EventLogWriter, at point: LSN, time: Int64?) throws -> [(String, Int)] {
-        let tables = try sql.query("""
-            SELECT c.oid, pt.schemaname, pt.tablename, c.relreplident, pt.attnames, pt.rowfilter
-            FROM pg_publication_tables pt
-            JOIN pg_namespace n ON n.nspname = pt.schemaname
-            JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename
-            WHERE pt.pubname = $1
-            ORDER BY pt.schemaname, pt.tablename
-            """, [options.publication])
+        let tables = try publishedTables(sql)
         var copied: [(String, Int)] = []
         var scratch: [UInt8] = []
         for row in tables.rows {
             guard let oidText = row[0], let oid = UInt32(oidText), let schema = row[1], let table = row[2] else { continue }
-            let definition = try Self.relationDefinition(sql, oid: oid, namespace: schema, name: table,
-                                                         replicaIdentity: row[3]?.utf8.first ?? 0x64,
-                                                         publishedColumns: row[4].map(Self.parseNameArray))
+            let definition = try Self.relationDefinition(sql, publishedRow: row)
             let relationSeq = writer.append { w in
                 RecordCodec.writeHeader(RecordHeader(op: .relation, lsn: point, xid: nil, commitTime: time, relationSeq: 0), to: &w)
                 RecordCodec.writeRelation(definition, to: &w)
@@ -219,10 +216,12 @@ public final class SourceInitializer {
             query += ") TO STDOUT"
             let count = definition.columns.count
             let header = RecordHeader(op: .snapshot, lsn: point, xid: nil, commitTime: time, relationSeq: relationSeq)
+            let methods = try options.protector?.methods(for: definition)
             let rows = try sql.copyOut(query) { line in
                 try writer.append { w in
                     RecordCodec.writeHeader(header, to: &w)
-                    try CopyTextRow.transcode(line, columns: count, into: &w, scratch: &scratch)
+                    try CopyTextRow.transcode(line, columns: count, into: &w, scratch: &scratch,
+                                              protecting: methods, with: options.protector)
                 }
                 if writer.pendingBytes >= 16 << 20 { try writer.flush() }
             }
@@ -230,6 +229,44 @@ public final class SourceInitializer {
             copied.append(("\(schema).\(table)", rows))
         }
         return copied
+    }
+
+    /// Refuses, before anything is written, a protection naming a column the source does not have or
+    /// one that cannot apply to its column (hash of a non-text column, redaction of a key column).
+    static func checkProtection(_ protector: ColumnProtector, _ sql: PGConnection) throws {
+        let missing = try protector.missingColumns(sql)
+        if !missing.isEmpty {
+            throw CaptureError.fatal("privacy: the source has no column \(missing.joined(separator: ", ")) — name protected columns as schema.table.column in [privacy] of cdc.toml")
+        }
+        let tables = Set(protector.policy.columns.keys.map { $0.split(separator: ".").prefix(2).joined(separator: ".") })
+        for table in tables.sorted() {
+            let parts = table.split(separator: ".").map(String.init)
+            let found = try sql.query("""
+                SELECT c.oid, c.relreplident FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname = $1 AND c.relname = $2
+                """, parts)
+            guard let row = found.rows.first else { continue }
+            _ = try protector.methods(for: try relationDefinition(
+                sql, publishedRow: [row[0], parts[0], parts[1], row[1], nil, nil]))
+        }
+    }
+
+    /// The publication's tables: oid, schema, table, replica identity, published columns, row filter.
+    private func publishedTables(_ sql: PGConnection) throws -> PGResult {
+        try sql.query("""
+            SELECT c.oid, pt.schemaname, pt.tablename, c.relreplident, pt.attnames, pt.rowfilter
+            FROM pg_publication_tables pt
+            JOIN pg_namespace n ON n.nspname = pt.schemaname
+            JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename
+            WHERE pt.pubname = $1
+            ORDER BY pt.schemaname, pt.tablename
+            """, [options.publication])
+    }
+
+    /// The relation definition of one row of ``publishedTables(_:)``.
+    static func relationDefinition(_ sql: PGConnection, publishedRow row: [String?]) throws -> RelationDefinition {
+        try relationDefinition(sql, oid: UInt32(row[0] ?? "") ?? 0, namespace: row[1] ?? "", name: row[2] ?? "",
+                               replicaIdentity: row[3]?.utf8.first ?? 0x64, publishedColumns: row[4].map(parseNameArray))
     }
 
     /// The relation definition pgoutput would send for a table, read from the catalog.

@@ -38,6 +38,7 @@ public final class EventLog: @unchecked Sendable {
         static let lastCommit = Array("last_commit_lsn".utf8)
         static let lastCommitTime = Array("last_commit_time".utf8)
         static let frontier = Array("merkle_frontier".utf8)
+        static let privacy = Array("privacy".utf8)
     }
 
     /// True when `path` holds an LMDB environment (a log, or the start of one).
@@ -116,6 +117,19 @@ public final class EventLog: @unchecked Sendable {
     public func state() throws -> LogState? {
         try environment.withTransaction(readOnly: true) { txn in
             try txn.get(meta, key: MetaKey.state).flatMap { LogState(rawValue: String(decoding: $0, as: UTF8.self)) }
+        }
+    }
+
+    /// The privacy policies the log was written under, oldest first (empty: nothing was ever protected).
+    public func privacyHistory() throws -> [PrivacyEpoch] {
+        let data: Data? = try environment.withTransaction(readOnly: true) { txn in
+            try txn.get(meta, key: MetaKey.privacy).map { Data($0) }
+        }
+        guard let data else { return [] }
+        do {
+            return try JSONDecoder().decode([PrivacyEpoch].self, from: data)
+        } catch {
+            throw EventLogError("the log's privacy history (meta key privacy) is unreadable: run `cdc log verify`")
         }
     }
 

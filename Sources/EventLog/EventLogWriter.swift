@@ -203,6 +203,25 @@ public final class EventLogWriter: @unchecked Sendable {
         }
     }
 
+    /// Records `policy` as the one in force from the next record on, durably, unless it is already
+    /// the latest one. Call it before appending (nothing may be pending).
+    /// - Returns: true when the policy differs from the one the log was written under until now.
+    @discardableResult
+    public func recordPrivacy(_ policy: PrivacyPolicy) throws -> Bool {
+        precondition(pendingRecords == 0, "recordPrivacy with records pending")
+        var history = try log.privacyHistory()
+        let current = history.last?.policy ?? PrivacyPolicy(columns: [:], keyID: nil)
+        guard current != policy else { return false }
+        history.append(PrivacyEpoch(sinceSeq: durable.head + 1, policy: policy))
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let json = try encoder.encode(history)
+        try log.environment.withTransaction(readOnly: false) { txn in
+            try txn.put(log.meta, key: EventLog.MetaKey.privacy, value: Array(json))
+        }
+        return true
+    }
+
     deinit { close(lockDescriptor) }
 
     /// Takes an exclusive, non-blocking flock on `directory/writer.lock` (released when the process dies).

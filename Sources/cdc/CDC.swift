@@ -66,10 +66,10 @@ struct Init: AsyncParsableCommand {
             let logger = try global.logger()
             let config = try global.loadConfig()
             let report = try await runOnDedicatedThread(name: "cdc-init") {
-                let initializer = SourceInitializer(
-                    options: InitOptions(conninfo: config.source.url, slot: config.source.slot,
-                                         publication: config.source.publication, tables: config.source.tables),
-                    logger: logger)
+                var options = InitOptions(conninfo: config.source.url, slot: config.source.slot,
+                                          publication: config.source.publication, tables: config.source.tables)
+                options.protector = try config.protector()
+                let initializer = SourceInitializer(options: options, logger: logger)
                 return try initializer.run(logPath: config.log.path)
             }
             for table in report.tablesWithoutIdentity {

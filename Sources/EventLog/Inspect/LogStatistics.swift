@@ -70,12 +70,11 @@ public struct LogStatistics: Encodable, Sendable {
     /// Read transactions open on the log when the statistics were taken (other `cdc log` readers).
     public var openReaders: [LMDBReader]
 
-    // Privacy (next milestone): a `privacy` section (e.g. columns holding personal data and how many
-    // events carry them) goes here: a field, its CodingKey, its pass in `EventLog.statistics()` and
-    // its lines in `textLines(width:)` after the tables section.
+    /// The column protection the log was written under, oldest first (meta `privacy`).
+    public var privacy: [PrivacyEpoch] = []
 
     enum CodingKeys: String, CodingKey {
-        case log, source, state, head, events, transactions, snapshot, messages, size
+        case log, source, state, head, events, transactions, snapshot, messages, size, privacy
         case resumeLSN = "resume_lsn", firstCommit = "first_commit", lastCommit = "last_commit"
         case byTable = "by_table", nonTransactionalMessages = "non_transactional_messages", openReaders = "open_readers"
     }
@@ -131,7 +130,31 @@ public struct LogStatistics: Encodable, Sendable {
         table.rows.append(["total"] + totals.map(groupedDigits) + [groupedDigits(totals.reduce(0, +))])
         lines += table.lines(width: width)
 
-        // Privacy (next milestone): its section goes here.
+        lines.append("")
+        lines += privacyLines().map(clip)
+        return lines
+    }
+
+    /// The privacy section: which columns were protected, how, from which seq on, under which key.
+    func privacyLines() -> [String] {
+        guard privacy.contains(where: { !$0.policy.isEmpty }) else {
+            return ["privacy: no column protected (values are as the source holds them)"]
+        }
+        var lines: [String] = []
+        if let first = privacy.first, first.sinceSeq > 1 {
+            lines += ["privacy from seq 1...\(first.sinceSeq - 1):", "  no column protected"]
+        }
+        for (index, epoch) in privacy.enumerated() {
+            let until = index + 1 < privacy.count ? "...\(privacy[index + 1].sinceSeq - 1)" : " on"
+            var heading = "privacy from seq \(epoch.sinceSeq)\(until)"
+            if let key = epoch.policy.keyID { heading += ", HMAC key id \(key)" }
+            lines.append(heading + ":")
+            if epoch.policy.isEmpty { lines.append("  no column protected") }
+            for column in epoch.policy.columns.keys.sorted() {
+                let how = epoch.policy.columns[column] == .hash ? "hash (HMAC-SHA-256, 64 hex digits)" : "redact (written as NULL)"
+                lines.append("  \(column)  \(how)")
+            }
+        }
         return lines
     }
 }
@@ -155,6 +178,7 @@ extension EventLog {
                                   head: position.head, resumeLSN: position.resumeLSN.description,
                                   size: .init(dataFileBytes: file.bytes, dataFileAllocatedBytes: file.allocated, recordBytes: 0, events: 0),
                                   openReaders: [])
+        stats.privacy = try privacyHistory()
         var tableOf: [UInt64: String] = [:]  // relation seq → schema.table
         var counts: [String: [Operation: UInt64]] = [:]
         var recordBytes: UInt64 = 0
