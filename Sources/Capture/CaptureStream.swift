@@ -139,7 +139,8 @@ public final class CaptureStream {
         return "source error: \(error)"
     }
 
-    static func sleep(seconds: Double, stop: StopSignal) {
+    /// Sleeps up to `seconds`, waking early when `stop` is set.
+    public static func sleep(seconds: Double, stop: StopSignal) {
         var left = seconds
         while left > 0, !stop.isStopped {
             let step = min(left, 0.1)

@@ -164,6 +164,11 @@ public final class EventLog: @unchecked Sendable {
         return try MerkleFrontier(encoded: bytes)
     }
 
+    /// The Merkle leaf hash stored for record `seq`.
+    public func leaf(_ seq: UInt64) throws -> [UInt8]? {
+        try environment.withTransaction(readOnly: true) { txn in try txn.get(leaves, key: keyBytes(seq)).map { Array($0) } }
+    }
+
     // MARK: Reading records
 
     /// Reads the record with sequence number `seq`, visible or not.

@@ -112,8 +112,10 @@ struct Run: AsyncParsableCommand {
             }
             let config = try global.loadConfig()
             let capture = CaptureService(config: config, endpos: stopAt, logger: logger)
+            let indexer = HistoryIndexService(logPath: config.log.path, logger: logger)
             let group = ServiceGroup(configuration: .init(
-                services: [.init(service: capture, successTerminationBehavior: .gracefullyShutdownGroup)],
+                services: [.init(service: capture, successTerminationBehavior: .gracefullyShutdownGroup),
+                           .init(service: indexer)],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
             try await group.run()
@@ -135,7 +137,7 @@ struct LogCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "log",
         abstract: "Read the event log (read-only; safe while `cdc run` writes).",
-        subcommands: [FilteredExport.self, Verify.self, Digest.self, LogShow.self, LogTxn.self, LogTail.self, LogStats.self])
+        subcommands: [FilteredExport.self, Verify.self, Digest.self, LogShow.self, LogTxn.self, LogTail.self, LogHistory.self, LogStats.self])
 }
 
 /// Where a log command reads: `--log DIR`, or the [log] path of `--config`.

@@ -52,11 +52,14 @@ public final class LMDBEnvironment: @unchecked Sendable {
     public func sync() throws { try LMDBError.check(mdb_env_sync(env, 1), "mdb_env_sync") }
 
     /// Opens a named database inside a write transaction, creating it if missing.
-    public func openDatabase(_ name: String, create: Bool) throws -> LMDBDatabase {
+    /// With `sortedDuplicates`, a key holds a sorted set of fixed-size values (MDB_DUPSORT | MDB_DUPFIXED).
+    public func openDatabase(_ name: String, create: Bool, sortedDuplicates: Bool = false) throws -> LMDBDatabase {
         var dbi: MDB_dbi = 0
         var txn: OpaquePointer?
         try LMDBError.check(mdb_txn_begin(env, nil, create ? 0 : UInt32(MDB_RDONLY), &txn), "mdb_txn_begin")
-        let code = mdb_dbi_open(txn, name, create ? UInt32(MDB_CREATE) : 0, &dbi)
+        var flags: UInt32 = create ? UInt32(MDB_CREATE) : 0
+        if sortedDuplicates { flags |= UInt32(MDB_DUPSORT | MDB_DUPFIXED) }
+        let code = mdb_dbi_open(txn, name, flags, &dbi)
         guard code == 0 else {
             mdb_txn_abort(txn)
             throw LMDBError(call: "mdb_dbi_open(\(name))", code: code)
@@ -67,8 +70,8 @@ public final class LMDBEnvironment: @unchecked Sendable {
     }
 
     /// Looks a named database up for reading: nil when it does not exist.
-    public func existingDatabase(_ name: String) throws -> LMDBDatabase? {
-        do { return try openDatabase(name, create: false) } catch let error as LMDBError where error.isNotFound {
+    public func existingDatabase(_ name: String, sortedDuplicates: Bool = false) throws -> LMDBDatabase? {
+        do { return try openDatabase(name, create: false, sortedDuplicates: sortedDuplicates) } catch let error as LMDBError where error.isNotFound {
             return nil
         }
     }

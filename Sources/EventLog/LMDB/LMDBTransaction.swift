@@ -30,6 +30,39 @@ public struct LMDBTransaction {
         try value.withUnsafeBytes { try put(db, key: key, value: $0, append: append) }
     }
 
+    /// Adds `value` to the sorted set of `key` in a ``LMDBEnvironment/openDatabase(_:create:sortedDuplicates:)``
+    /// database; a value already there is left as it is.
+    public func addDuplicate(_ db: LMDBDatabase, key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) throws {
+        var k = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
+        var v = MDB_val(mv_size: value.count, mv_data: UnsafeMutableRawPointer(mutating: value.baseAddress))
+        let code = mdb_put(txn, db.dbi, &k, &v, UInt32(MDB_NODUPDATA))
+        if code == MDB_KEYEXIST { return }
+        try LMDBError.check(code, "mdb_put(\(db.name))")
+    }
+
+    /// Visits the sorted values of `key` in a sorted-duplicates database, in order.
+    public func duplicates(_ db: LMDBDatabase, key: [UInt8], _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+        var cursor: OpaquePointer?
+        try LMDBError.check(mdb_cursor_open(txn, db.dbi, &cursor), "mdb_cursor_open(\(db.name))")
+        defer { mdb_cursor_close(cursor) }
+        var keyCopy = key
+        try keyCopy.withUnsafeMutableBytes { bytes in
+            var k = MDB_val(mv_size: bytes.count, mv_data: bytes.baseAddress)
+            var v = MDB_val()
+            var code = mdb_cursor_get(cursor, &k, &v, MDB_SET_KEY)
+            while code == 0 {
+                try body(UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))
+                code = mdb_cursor_get(cursor, &k, &v, MDB_NEXT_DUP)
+            }
+            if code != MDB_NOTFOUND { try LMDBError.check(code, "mdb_cursor_get(\(db.name))") }
+        }
+    }
+
+    /// Empties a database (keeps it).
+    public func empty(_ db: LMDBDatabase) throws {
+        try LMDBError.check(mdb_drop(txn, db.dbi, 0), "mdb_drop(\(db.name))")
+    }
+
     /// Deletes `key`; returns false when it was absent.
     @discardableResult
     public func delete(_ db: LMDBDatabase, key: [UInt8]) throws -> Bool {

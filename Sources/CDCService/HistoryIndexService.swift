@@ -1,0 +1,61 @@
+import Capture
+import EventLog
+import Foundation
+import Logging
+import ServiceLifecycle
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Keeps the log's history index (``HistoryIndex``) up to the head while `cdc run` captures.
+///
+/// Runs on a thread of its own at low CPU priority (nice 10) and writes only the index's own LMDB
+/// environment, so capture never waits for it; when it falls behind, `cdc log history` reads the
+/// records after its end. A failure is logged and retried later: the index is derived data.
+public struct HistoryIndexService: Service, CustomStringConvertible {
+    let logPath: String
+    let logger: Logger
+    /// Pause between polls of the head when the index is caught up.
+    var idle: Double = 0.5
+
+    public init(logPath: String, logger: Logger) {
+        self.logPath = logPath
+        self.logger = logger
+    }
+
+    public var description: String { "HistoryIndexService(log: \(logPath))" }
+
+    public func run() async throws {
+        let stop = StopSignal()
+        let logPath = self.logPath
+        let logger = self.logger
+        let idle = self.idle
+        try await withGracefulShutdownHandler {
+            try await runOnDedicatedThread(name: "cdc-history-index") {
+                // On Linux the nice value is per thread: 0 names the calling thread.
+                setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
+                var index: HistoryIndex?
+                while !stop.isStopped {
+                    do {
+                        if index == nil {
+                            guard EventLog.exists(at: logPath) else { CaptureStream.sleep(seconds: idle, stop: stop); continue }
+                            index = try HistoryIndex.open(log: try EventLog.openForReading(path: logPath))
+                            if index == nil || index!.readOnly {
+                                logger.warning("history index not writable: cdc log history will read the log", metadata: ["cdc.log": "\(logPath)"])
+                                return
+                            }
+                        }
+                        let read = try index!.catchUp(limit: 50_000)
+                        if read == 0 { CaptureStream.sleep(seconds: idle, stop: stop) }
+                    } catch {
+                        logger.warning("history index update failed; retrying", metadata: ["cdc.error": "\(error)"])
+                        index = nil
+                        CaptureStream.sleep(seconds: 5, stop: stop)
+                    }
+                }
+            }
+        } onGracefulShutdown: {
+            stop.stop()
+        }
+    }
+}
