@@ -6,6 +6,7 @@ import PackageDescription
 //   PGClient       - a small, typed Swift wrapper over libpq (queries, COPY, replication CopyBoth)
 //   EventLog       - the append-only LMDB event log: record format, writer, readers, JSONL export
 //   Capture        - pgoutput decoding, the initial snapshot and the replication client loop
+//   Projection     - projection mappings (source tables -> SCD2 dimensions and facts) and the projectors
 //   CDCService     - configuration, `init` and the long-running capture service
 //   cdc            - the command-line interface
 let package = Package(
@@ -49,6 +50,13 @@ let package = Package(
             ]
         ),
         .target(
+            name: "Projection",
+            dependencies: [
+                "EventLog", "PGClient",
+                .product(name: "TOMLKit", package: "TOMLKit"),
+            ]
+        ),
+        .target(
             name: "CDCService",
             dependencies: [
                 "Capture", "EventLog", "PGClient",
@@ -72,7 +80,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CDCTests",
-            dependencies: ["TestSupport", "PGClient", "EventLog", "Capture", "CDCService"]
+            dependencies: ["TestSupport", "PGClient", "EventLog", "Capture", "CDCService", "Projection"]
         ),
     ]
 )

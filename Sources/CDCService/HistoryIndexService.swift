@@ -27,35 +27,41 @@ public struct HistoryIndexService: Service, CustomStringConvertible {
 
     public func run() async throws {
         let stop = StopSignal()
-        let logPath = self.logPath
-        let logger = self.logger
-        let idle = self.idle
-        try await withGracefulShutdownHandler {
-            try await runOnDedicatedThread(name: "cdc-history-index") {
-                // On Linux the nice value is per thread: 0 names the calling thread.
-                setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
-                var index: HistoryIndex?
-                while !stop.isStopped {
-                    do {
-                        if index == nil {
-                            guard EventLog.exists(at: logPath) else { CaptureStream.sleep(seconds: idle, stop: stop); continue }
-                            index = try HistoryIndex.open(log: try EventLog.openForReading(path: logPath))
-                            if index == nil || index!.readOnly {
-                                logger.warning("history index not writable: cdc log history will read the log", metadata: ["cdc.log": "\(logPath)"])
-                                return
-                            }
-                        }
-                        let read = try index!.catchUp(limit: 50_000)
-                        if read == 0 { CaptureStream.sleep(seconds: idle, stop: stop) }
-                    } catch {
-                        logger.warning("history index update failed; retrying", metadata: ["cdc.error": "\(error)"])
-                        index = nil
-                        CaptureStream.sleep(seconds: 5, stop: stop)
+        let service = self
+        // Stops on graceful shutdown, and on cancellation: the group cancels it when capture fails.
+        try await withTaskCancellationHandler {
+            try await withGracefulShutdownHandler {
+                try await runOnDedicatedThread(name: "cdc-history-index") { service.loop(stop: stop) }
+            } onGracefulShutdown: {
+                stop.stop()
+            }
+        } onCancel: {
+            stop.stop()
+        }
+    }
+
+    /// Catches the index up in batches, polling the head when caught up, until `stop`.
+    func loop(stop: StopSignal) {
+        // On Linux the nice value is per thread: 0 names the calling thread.
+        setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
+        var index: HistoryIndex?
+        while !stop.isStopped {
+            do {
+                if index == nil {
+                    guard EventLog.exists(at: logPath) else { CaptureStream.sleep(seconds: idle, stop: stop); continue }
+                    index = try HistoryIndex.open(log: try EventLog.openForReading(path: logPath))
+                    if index == nil || index!.readOnly {
+                        logger.warning("history index not writable: cdc log history will read the log", metadata: ["cdc.log": "\(logPath)"])
+                        return
                     }
                 }
+                let read = try index!.catchUp(limit: 50_000)
+                if read == 0 { CaptureStream.sleep(seconds: idle, stop: stop) }
+            } catch {
+                logger.warning("history index update failed; retrying", metadata: ["cdc.error": "\(error)"])
+                index = nil
+                CaptureStream.sleep(seconds: 5, stop: stop)
             }
-        } onGracefulShutdown: {
-            stop.stop()
         }
     }
 }
