@@ -91,26 +91,26 @@ public struct Config: Sendable {
         } catch let error as TOMLParseError {
             throw ConfigError("config \(path) is not valid TOML at line \(error.source.begin.line), column \(error.source.begin.column): \(error.description)")
         }
-        var reader = TableReader(path: path, table: table, prefix: "")
+        let reader = TableReader(path: path, table: table, prefix: "")
         try reader.onlyKeys(["source", "log", "warehouse", "metrics", "privacy"])
 
-        var source = try reader.section("source")
+        let source = try reader.section("source")
         try source.onlyKeys(["url", "slot", "publication", "tables"])
         let src = Source(url: try source.string("url"), slot: try source.identifier("slot"),
                          publication: try source.identifier("publication"), tables: try source.stringArray("tables"))
 
-        var log = try reader.section("log")
+        let log = try reader.section("log")
         try log.onlyKeys(["path"])
         let logConfig = Log(path: try log.string("path"))
 
         var warehouse: Warehouse?
-        if var w = try reader.optionalSection("warehouse") {
+        if let w = try reader.optionalSection("warehouse") {
             try w.onlyKeys(["url", "schema", "timezone"])
             warehouse = Warehouse(url: try w.string("url"), schema: try w.optionalIdentifier("schema") ?? "dw",
                                   timezone: try w.optionalString("timezone") ?? "UTC")
         }
         var metrics = Metrics(listen: "127.0.0.1:9187")
-        if var m = try reader.optionalSection("metrics") {
+        if let m = try reader.optionalSection("metrics") {
             try m.onlyKeys(["listen"])
             if let listen = try m.optionalString("listen") {
                 guard listen.split(separator: ":").count >= 2, Int(listen.split(separator: ":").last!) != nil else {
@@ -120,7 +120,7 @@ public struct Config: Sendable {
             }
         }
         var privacy: Privacy?
-        if var p = try reader.optionalSection("privacy") {
+        if let p = try reader.optionalSection("privacy") {
             try p.onlyKeys(["key_file", "hash", "redact"])
             var columns: [String: PrivacyPolicy.Method] = [:]
             for (key, method) in [("hash", PrivacyPolicy.Method.hash), ("redact", .redact)] {
