@@ -24,24 +24,38 @@ public struct CaptureService: Service {
         let config = self.config
         let endpos = self.endpos
         let logger = self.logger
-        let outcome = try await withGracefulShutdownHandler {
-            try await runOnDedicatedThread(name: "cdc-capture") {
-                let writer = try EventLogWriter(path: config.log.path, create: false)
-                guard let identity = try writer.log.sourceIdentity(), try writer.log.state() == .ready else {
-                    throw CaptureError.fatal("the log at \(config.log.path) is not initialised: run `cdc init --config ...` first")
-                }
-                var options = CaptureOptions(conninfo: config.source.url, slot: config.source.slot,
-                                             publication: config.source.publication, endpos: endpos)
-                options.statusInterval = 10
-                options.protector = try config.protector()
-                let stream = CaptureStream(options: options, writer: writer, identity: identity, logger: logger)
-                return try stream.run(stop: stop)
-            }
-        } onGracefulShutdown: {
+        let outcome = try await runUntilStopped(name: "cdc-capture", stop: stop, onShutdown: {
             logger.info("shutdown requested: finishing the current batch")
-            stop.stop()
+        }) {
+            let writer = try EventLogWriter(path: config.log.path, create: false)
+            guard let identity = try writer.log.sourceIdentity(), try writer.log.state() == .ready else {
+                throw CaptureError.fatal("the log at \(config.log.path) is not initialised: run `cdc init --config ...` first")
+            }
+            var options = CaptureOptions(conninfo: config.source.url, slot: config.source.slot,
+                                         publication: config.source.publication, endpos: endpos)
+            options.statusInterval = 10
+            options.protector = try config.protector()
+            let stream = CaptureStream(options: options, writer: writer, identity: identity, logger: logger)
+            return try stream.run(stop: stop)
         }
         logger.info("capture finished", metadata: ["cdc.outcome": "\(outcome)"])
+    }
+}
+
+/// Runs `body` on a thread of its own until it returns; `stop` is set on graceful shutdown (after
+/// `onShutdown`) and when the task is cancelled (a ServiceGroup cancels the other services when one
+/// fails), so a blocking loop that polls `stop` ends either way.
+public func runUntilStopped<T: Sendable>(name: String, stop: StopSignal, onShutdown: @escaping @Sendable () -> Void = {},
+                                         _ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withTaskCancellationHandler {
+        try await withGracefulShutdownHandler {
+            try await runOnDedicatedThread(name: name, body)
+        } onGracefulShutdown: {
+            onShutdown()
+            stop.stop()
+        }
+    } onCancel: {
+        stop.stop()
     }
 }
 

@@ -28,16 +28,7 @@ public struct HistoryIndexService: Service, CustomStringConvertible {
     public func run() async throws {
         let stop = StopSignal()
         let service = self
-        // Stops on graceful shutdown, and on cancellation: the group cancels it when capture fails.
-        try await withTaskCancellationHandler {
-            try await withGracefulShutdownHandler {
-                try await runOnDedicatedThread(name: "cdc-history-index") { service.loop(stop: stop) }
-            } onGracefulShutdown: {
-                stop.stop()
-            }
-        } onCancel: {
-            stop.stop()
-        }
+        try await runUntilStopped(name: "cdc-history-index", stop: stop) { service.loop(stop: stop) }
     }
 
     /// Catches the index up in batches, polling the head when caught up, until `stop`.

@@ -154,17 +154,12 @@ public final class CaptureStream {
     private func session(stop: StopSignal, started: () -> Void) throws -> CaptureOutcome {
         let connection = try PGConnection(conninfo: options.conninfo, overrides: SessionSettings.replicationOverrides())
         try checkSource(connection)
-        if !privacyChecked, let protector = options.protector {
-            let missing = try protector.missingColumns(connection)
-            if !missing.isEmpty {
-                throw CaptureError.fatal("privacy: the source has no column \(missing.joined(separator: ", ")) — name protected columns as schema.table.column in [privacy] of cdc.toml")
+        if !privacyChecked {
+            try options.protector?.requireColumns(connection)
+            let policy = options.protector?.policy ?? .none
+            if try writer.recordPrivacy(policy) {
+                logger.notice("privacy policy recorded", metadata: ["cdc.privacy.columns": "\(policy.columns.count)", "cdc.from_seq": "\(writer.durable.head + 1)"])
             }
-            if try writer.recordPrivacy(protector.policy) {
-                logger.notice("privacy policy recorded", metadata: ["cdc.privacy.columns": "\(protector.policy.columns.count)", "cdc.from_seq": "\(writer.durable.head + 1)"])
-            }
-            privacyChecked = true
-        } else if !privacyChecked {
-            try writer.recordPrivacy(PrivacyPolicy(columns: [:], keyID: nil))
             privacyChecked = true
         }
         try loadLoggedRelations()

@@ -106,8 +106,17 @@ public struct ColumnProtector: Sendable {
         return String(decoding: w.bytes.dropFirst(2), as: UTF8.self)
     }
 
-    /// The policy's columns that the source does not have (typos leak data: they are errors).
-    public func missingColumns(_ connection: PGConnection) throws -> [String] {
+    /// Throws naming the policy's columns that the source does not have (a typo would leak data).
+    /// Uses the simple query protocol, so it works on a replication connection too.
+    public func requireColumns(_ connection: PGConnection) throws {
+        let missing = try missingColumns(connection)
+        if !missing.isEmpty {
+            throw CaptureError.fatal("privacy: the source has no column \(missing.joined(separator: ", ")) — name protected columns as schema.table.column in [privacy] of cdc.toml")
+        }
+    }
+
+    /// The policy's columns that the source does not have.
+    func missingColumns(_ connection: PGConnection) throws -> [String] {
         guard !policy.columns.isEmpty else { return [] }
         var missing: [String] = []
         for name in policy.columns.keys.sorted() {

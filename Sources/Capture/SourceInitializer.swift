@@ -175,7 +175,7 @@ public final class SourceInitializer {
         report.tablesWithoutIdentity = try Self.tablesWithoutIdentity(sql, publication: options.publication)
 
         try writer.setSource(identity, state: .initializing)
-        try writer.recordPrivacy(options.protector?.policy ?? PrivacyPolicy(columns: [:], keyID: nil))
+        try writer.recordPrivacy(options.protector?.policy ?? .none)
         let created = try replication.execute(
             "CREATE_REPLICATION_SLOT \(replication.quoteIdentifier(options.slot)) LOGICAL pgoutput (SNAPSHOT 'export')")
         guard let pointText = created.value(0, "consistent_point"), let point = LSN(pointText),
@@ -234,10 +234,7 @@ public final class SourceInitializer {
     /// Refuses, before anything is written, a protection naming a column the source does not have or
     /// one that cannot apply to its column (hash of a non-text column, redaction of a key column).
     static func checkProtection(_ protector: ColumnProtector, _ sql: PGConnection) throws {
-        let missing = try protector.missingColumns(sql)
-        if !missing.isEmpty {
-            throw CaptureError.fatal("privacy: the source has no column \(missing.joined(separator: ", ")) — name protected columns as schema.table.column in [privacy] of cdc.toml")
-        }
+        try protector.requireColumns(sql)
         let tables = Set(protector.policy.columns.keys.map { $0.split(separator: ".").prefix(2).joined(separator: ".") })
         for table in tables.sorted() {
             let parts = table.split(separator: ".").map(String.init)

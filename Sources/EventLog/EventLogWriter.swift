@@ -210,7 +210,7 @@ public final class EventLogWriter: @unchecked Sendable {
     public func recordPrivacy(_ policy: PrivacyPolicy) throws -> Bool {
         precondition(pendingRecords == 0, "recordPrivacy with records pending")
         var history = try log.privacyHistory()
-        let current = history.last?.policy ?? PrivacyPolicy(columns: [:], keyID: nil)
+        let current = history.last?.policy ?? .none
         guard current != policy else { return false }
         history.append(PrivacyEpoch(sinceSeq: durable.head + 1, policy: policy))
         let encoder = JSONEncoder()

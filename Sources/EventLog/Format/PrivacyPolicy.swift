@@ -32,6 +32,9 @@ public struct PrivacyPolicy: Codable, Equatable, Sendable {
         case columns, keyID = "key_id"
     }
 
+    /// Nothing protected.
+    public static let none = PrivacyPolicy(columns: [:], keyID: nil)
+
     /// True when nothing is protected.
     public var isEmpty: Bool { columns.isEmpty }
 

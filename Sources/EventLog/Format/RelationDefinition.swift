@@ -44,6 +44,9 @@ public struct RelationDefinition: Equatable, Sendable {
         self.columns = columns
     }
 
+    /// Positions of the replica-identity key columns, in column order.
+    public var keyColumnIndices: [Int] { columns.indices.filter { columns[$0].isKey } }
+
     /// `schema.table`, as exports print it.
     public var qualifiedName: String { namespace + "." + name }
 }

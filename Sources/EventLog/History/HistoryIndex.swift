@@ -165,7 +165,7 @@ public final class HistoryIndex: @unchecked Sendable {
     private func relationKey(_ seq: UInt64) throws -> (table: [UInt8], keyColumns: [Int])? {
         if let cached = relationKeys[seq] { return cached }
         guard let record = try log.record(seq), case .relation(let definition) = record.body else { return nil }
-        let value = (Array(definition.qualifiedName.utf8), definition.columns.indices.filter { definition.columns[$0].isKey })
+        let value = (Array(definition.qualifiedName.utf8), definition.keyColumnIndices)
         relationKeys[seq] = value
         return value
     }

@@ -8,14 +8,12 @@ import Crypto
 /// Eight bytes keep the index small (16 bytes an entry with the seq); two rows whose keys collide
 /// only cost a record read: every record found through the index is checked against the row asked for.
 public enum HistoryKey {
-    /// The key of a row: `table` is `schema.table`, `values` the text of its key columns (nil = NULL).
-    public static func row(table: String, values: [[UInt8]?]) -> [UInt8] {
-        assemble(table: Array(table.utf8), part: part(values: values))
-    }
+    /// The key values under which a table's truncates are kept.
+    static let truncateMarker: [UInt8] = [0xFE]
 
     /// The key under which the truncates of `table` are kept.
     public static func truncates(table: String) -> [UInt8] {
-        assemble(table: Array(table.utf8), part: [0xFE])
+        assemble(table: Array(table.utf8), part: truncateMarker)
     }
 
     static func appendValue(_ value: UnsafeRawBufferPointer?, to part: inout [UInt8]) {
@@ -26,6 +24,7 @@ public enum HistoryKey {
         part += w.bytes
     }
 
+    /// The key of a row of `table` (`schema.table`) from its encoded key values (``part(values:)``).
     static func assemble(table: [UInt8], part: [UInt8]) -> [UInt8] {
         var hasher = SHA256()
         hasher.update(data: table)
@@ -51,7 +50,7 @@ public enum HistoryKey {
         return part
     }
 
-    /// The encoded key values (before hashing) of the rows a record touches; `[0xFE]` for a truncate.
+    /// The encoded key values (before hashing) of the rows a record touches; ``truncateMarker`` for a truncate.
     static func parts(record: UnsafeRawBufferPointer, keyColumns: [Int]) throws -> [[UInt8]] {
         var r = ByteReader(record)
         let header = try RecordCodec.decodeHeader(&r)
@@ -97,7 +96,7 @@ public enum HistoryKey {
             _ = try r.u8()
             if let p = try keyPart(&r) { parts.append(p) }
         case .truncate:
-            parts.append([0xFE])
+            parts.append(truncateMarker)
         default:
             return []
         }

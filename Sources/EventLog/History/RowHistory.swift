@@ -39,7 +39,7 @@ extension EventLog {
     /// them), served from `index` up to its end and by reading the records after it.
     public func history(table: String, key: [String], index: HistoryIndex?) throws -> RowHistory {
         let relation = try latestRelation(named: table)
-        let keyColumns = relation.columns.indices.filter { relation.columns[$0].isKey }
+        let keyColumns = relation.keyColumnIndices
         guard !keyColumns.isEmpty else {
             throw EventLogError("\(relation.qualifiedName) has no replica identity key in the log: its rows cannot be told apart")
         }
@@ -58,15 +58,22 @@ extension EventLog {
             if let known = relationKeys[relationSeq] { return known }
             var value: [Int]?
             if let record = try record(relationSeq), case .relation(let definition) = record.body, definition.qualifiedName == tableName {
-                value = definition.columns.indices.filter { definition.columns[$0].isKey }
+                value = definition.keyColumnIndices
             }
             relationKeys[relationSeq] = value
             return value
         }
-        // Whether a record is a change of this row (exact: the index's 8-byte keys may collide).
-        func touches(_ bytes: UnsafeRawBufferPointer, _ header: RecordHeader) throws -> Bool {
-            guard header.op != .relation, header.op != .message, let columns = try keyColumnsOf(header.relationSeq) else { return false }
-            return try HistoryKey.parts(record: bytes, keyColumns: columns).contains { $0 == target || $0 == [0xFE] }
+        // Keeps record `seq` when it is a change of this row (exact: the index's 8-byte keys may
+        // collide), with the keys it touches (for an update, the new key first).
+        var found: [(seq: UInt64, record: Record, keys: [[UInt8]])] = []
+        func consider(_ seq: UInt64, _ bytes: UnsafeRawBufferPointer) throws {
+            var r = ByteReader(bytes)
+            let header = try RecordCodec.decodeHeader(&r)
+            guard header.op != .relation, header.op != .message, let columns = try keyColumnsOf(header.relationSeq) else { return }
+            let keys = try HistoryKey.parts(record: bytes, keyColumns: columns)
+            if keys.contains(where: { $0 == target || $0 == HistoryKey.truncateMarker }) {
+                found.append((seq, try RecordCodec.decode(bytes), keys))
+            }
         }
 
         var seqs: [UInt64] = []
@@ -74,35 +81,26 @@ extension EventLog {
         if let index {
             let through = min(try index.indexedThrough(), head)
             history.indexedThrough = through
-            let rowSeqs = try index.seqs(HistoryKey.row(table: tableName, values: key.map { Array($0.utf8) }))
+            let rowSeqs = try index.seqs(HistoryKey.assemble(table: Array(tableName.utf8), part: target))
             let truncates = try index.seqs(HistoryKey.truncates(table: tableName))
             seqs = Array(Set(rowSeqs + truncates).filter { $0 <= through }).sorted()
             start = through + 1
         }
-        var found: [(UInt64, Record)] = []
         for seq in seqs {
             try environment.withTransaction(readOnly: true) { txn in
-                guard let bytes = try txn.get(events, key: keyBytes(seq)) else { return }
-                var r = ByteReader(bytes)
-                let header = try RecordCodec.decodeHeader(&r)
-                if try touches(bytes, header) {
-                    found.append((seq, try RecordCodec.decode(bytes)))
-                    history.fromIndex += 1
-                }
+                if let bytes = try txn.get(events, key: keyBytes(seq)) { try consider(seq, bytes) }
             }
         }
         if start <= head {
             try scan(from: start, to: head) { seq, bytes in
                 history.scanned += 1
-                var r = ByteReader(bytes)
-                let header = try RecordCodec.decodeHeader(&r)
-                if try touches(bytes, header) { found.append((seq, try RecordCodec.decode(bytes))) }
+                try consider(seq, bytes)
                 return true
             }
         }
         // A truncate belongs to the row's history when the row existed then.
         var alive = false
-        for (seq, record) in found {
+        for (seq, record, keys) in found {
             switch record.header.op {
             case .truncate:
                 if alive { history.events.append((seq, record)); alive = false }
@@ -110,16 +108,13 @@ extension EventLog {
             case .delete:
                 alive = false
             case .update:
-                // Alive unless the update moved the row to another key.
-                let bytes = RecordCodec.encode(record)
-                let parts = try bytes.withUnsafeBytes { try HistoryKey.parts(record: $0, keyColumns: try keyColumnsOf(record.header.relationSeq) ?? []) }
-                alive = parts.first == target
+                alive = keys.first == target  // unless the update moved the row to another key
             default:
                 alive = true
             }
             history.events.append((seq, record))
         }
-        if history.indexedThrough != nil { history.fromIndex = history.events.filter { $0.seq <= history.indexedThrough! }.count }
+        if let through = history.indexedThrough { history.fromIndex = history.events.filter { $0.seq <= through }.count }
         return history
     }
 }

@@ -31,7 +31,7 @@ public enum ChangeSummary {
         }
         switch record.body {
         case .row(let old, let before, let after):
-            let keys = columns.indices.filter { columns[$0].isKey }
+            let keys = relation?.keyColumnIndices ?? []
             switch record.header.op {
             case .delete:
                 let row = before ?? []
