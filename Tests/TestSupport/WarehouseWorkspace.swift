@@ -1,0 +1,314 @@
+import Foundation
+import PGClient
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A source workspace (``CDCWorkspace``: database, cdc.toml, log) plus a second database on the same
+/// server for the warehouse, with a cdc.toml that has a `[warehouse]` section, and helpers to run the
+/// real `cdc` with projection, query the warehouse and compare whole warehouse schemas.
+public final class WarehouseWorkspace: @unchecked Sendable {
+    public static let surgicalMapping = PostgresServer.repositoryRoot + "/schemas/projections/surgical-robotics.toml"
+    public static let ecommerceMapping = PostgresServer.repositoryRoot + "/schemas/models/ecommerce/mapping.toml"
+
+    /// The source side: its database, cdc.toml and log.
+    public let source: CDCWorkspace
+    /// The warehouse database (same server, no source tables).
+    public let warehouseDatabase: String
+    /// The live warehouse schema (`[warehouse] schema`).
+    public private(set) var schema: String
+    /// `[warehouse] timezone`, or nil to leave the key out (default UTC).
+    public private(set) var timezone: String?
+    /// `[warehouse] mapping` (absolute path).
+    public private(set) var mapping: String
+
+    public var server: PostgresServer { source.server }
+    public var configPath: String { source.configPath }
+    public var directory: String { source.directory }
+
+    /// Creates the source database (with the surgical-robotics source schema unless `sourceSchema` is
+    /// false), the warehouse database, and cdc.toml with `[warehouse]`.
+    public init(_ name: String, server: PostgresServer = .shared, sourceSchema: Bool = true, schema: String = "dw",
+                timezone: String? = nil, mapping: String = WarehouseWorkspace.surgicalMapping) throws {
+        source = try CDCWorkspace(name, server: server, schema: sourceSchema)
+        do {
+            warehouseDatabase = try server.createDatabase(name + "_dw", schema: false)
+        } catch {
+            source.tearDown()
+            throw error
+        }
+        self.schema = schema
+        self.timezone = timezone
+        self.mapping = mapping
+        try writeConfig()
+    }
+
+    /// The warehouse's libpq conninfo.
+    public var warehouseURL: String { server.conninfo(database: warehouseDatabase) }
+
+    /// (Re)writes cdc.toml: the source and log sections of the workspace, then `[warehouse]` with the
+    /// given values (the workspace's own for those left nil; `url` replaces the warehouse url only).
+    public func writeConfig(url: String? = nil, schema: String? = nil, timezone: String? = nil,
+                            mapping: String? = nil, extraWarehouse: String = "") throws {
+        if let schema { self.schema = schema }
+        if let timezone { self.timezone = timezone }
+        if let mapping { self.mapping = mapping }
+        try source.writeConfig()
+        var section = """
+
+            [warehouse]
+            url = "\(url ?? warehouseURL)"
+            schema = "\(self.schema)"
+            mapping = "\(self.mapping)"
+
+            """
+        if let zone = self.timezone { section += "timezone = \"\(zone)\"\n" }
+        section += extraWarehouse
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: configPath))
+        defer { try? handle.close() }
+        handle.seekToEndOfFile()
+        handle.write(Data(section.utf8))
+    }
+
+    // MARK: SQL
+
+    /// Runs SQL against the source database.
+    @discardableResult
+    public func sql(_ statement: String) throws -> [[String?]] { try source.sql(statement) }
+
+    /// Runs SQL against the warehouse database (session time zone UTC, ISO dates).
+    @discardableResult
+    public func dw(_ statement: String) throws -> [[String?]] {
+        try server.execute(statement, database: warehouseDatabase)
+    }
+
+    /// The warehouse query's rows, by column name.
+    public func dwRecords(_ statement: String) throws -> [WarehouseRow] {
+        let result = try server.connect(database: warehouseDatabase).execute(statement)
+        return (0..<result.rowCount).map { r in
+            var values: [String: String?] = [:]
+            for c in 0..<result.columnCount { values[result.columnName(c)] = .some(result.value(r, c)) }
+            return WarehouseRow(values: values)
+        }
+    }
+
+    /// The first value of the warehouse query's first row (nil for no row or NULL).
+    public func dwValue(_ statement: String) throws -> String? {
+        try dw(statement).first?.first ?? nil
+    }
+
+    /// SQL that renders the timestamptz `expression` exactly as the log export renders commit times
+    /// (`2026-11-22T02:02:55.254715Z`).
+    public static func rfc3339(_ expression: String) -> String {
+        "to_char((\(expression)) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+    }
+
+    /// Whether `name` exists as a schema in the warehouse database.
+    public func schemaExists(_ name: String) throws -> Bool {
+        try dwValue("SELECT count(*) FROM pg_namespace WHERE nspname = '\(name)'") == "1"
+    }
+
+    // MARK: cdc
+
+    /// Runs `cdc ARGS...` to completion.
+    @discardableResult
+    public func cdc(_ arguments: [String]) throws -> Shell.Result { try source.cdc(arguments) }
+
+    /// `cdc init --config cdc.toml`, which must succeed.
+    public func initialize() throws {
+        let result = try cdc(["init", "--config", configPath])
+        guard result.status == 0 else { throw TestFailure("cdc init failed (\(result.status)): \(result.stderr)") }
+    }
+
+    /// `cdc run --config cdc.toml --endpos <current WAL insert position>` (capture and projection),
+    /// whatever its exit status.
+    public func runResult(_ extra: [String] = []) throws -> Shell.Result {
+        try run(endpos: try server.currentLSN(), extra)
+    }
+
+    /// `cdc run --endpos <current WAL insert position>` with projection, which must succeed: afterwards
+    /// every committed source change is in the log and applied to the warehouse. Returns the endpos.
+    @discardableResult
+    public func run() throws -> String {
+        let endpos = try server.currentLSN()
+        let result = try run(endpos: endpos)
+        guard result.status == 0 else { throw TestFailure("cdc run --endpos \(endpos) failed (\(result.status)): \(result.stderr)") }
+        return endpos
+    }
+
+    /// `cdc run --endpos ENDPOS ARGS...`, its stderr kept in the workspace directory.
+    func run(endpos: String, _ extra: [String] = []) throws -> Shell.Result {
+        let result = try cdc(["run", "--config", configPath, "--endpos", endpos] + extra)
+        try? result.stderr.write(toFile: directory + "/run-\(endpos.replacingOccurrences(of: "/", with: "-")).log",
+                                 atomically: true, encoding: .utf8)
+        return result
+    }
+
+    /// `cdc replay --config cdc.toml --schema NAME ARGS...`, whatever its exit status.
+    public func replayResult(schema name: String, _ extra: [String] = []) throws -> Shell.Result {
+        try cdc(["replay", "--config", configPath, "--schema", name] + extra)
+    }
+
+    /// `cdc replay --schema NAME ARGS...`, which must succeed.
+    public func replay(schema name: String, _ extra: [String] = []) throws {
+        let result = try replayResult(schema: name, extra)
+        guard result.status == 0 else {
+            throw TestFailure("cdc replay --schema \(name) \(extra.joined(separator: " ")) failed (\(result.status)): \(result.stderr)")
+        }
+    }
+
+    /// Starts `cdc run --config cdc.toml ARGS...` (capture and projection) in the background.
+    public func startRun(_ arguments: [String] = []) throws -> RunningCDC {
+        let path = directory + "/run-\(UInt32.random(in: 0...UInt32.max)).stderr"
+        let pid = try Shell.spawn(CDCWorkspace.executable, ["run", "--config", configPath] + arguments,
+                                  stdout: "/dev/null", stderr: path)
+        return RunningCDC(pid: pid, stderrPath: path)
+    }
+
+    // MARK: Source commits
+
+    /// A source transaction run by ``change(_:)``: its commit LSN lies in (before, after].
+    public struct Change: Sendable {
+        public let before: String
+        public let after: String
+    }
+
+    /// A source transaction's commit LSN and commit time as the log records them.
+    public struct Commit: Sendable, Equatable {
+        public let lsn: String
+        /// RFC 3339 UTC with microseconds, as in the export (compare with ``rfc3339(_:)``).
+        public let time: String
+    }
+
+    /// Runs `statements` on the source as one transaction (BEGIN ... COMMIT added) and returns the WAL
+    /// range holding its commit, to be resolved with ``commit(of:)`` once the log has it.
+    @discardableResult
+    public func change(_ statements: String) throws -> Change {
+        let connection = try server.connect(database: source.database)
+        let before = try connection.execute("SELECT pg_current_wal_insert_lsn()").value(0, 0)!
+        try connection.execute("BEGIN; \(statements); COMMIT")
+        let after = try connection.execute("SELECT pg_current_wal_insert_lsn()").value(0, 0)!
+        return Change(before: before, after: after)
+    }
+
+    /// The commit of `change`, from the log (after a run captured it). Throws unless exactly one
+    /// transaction of the log committed in the change's WAL range.
+    public func commit(of change: Change) throws -> Commit {
+        let lo = Self.lsn(change.before), hi = Self.lsn(change.after)
+        var found: [String: String] = [:]
+        for event in try source.export() where event["op"] as? String != "relation" {
+            guard let lsn = event["lsn"] as? String, let time = event["commit_time"] as? String,
+                  event["xid"] as? Int != nil else { continue }
+            let value = Self.lsn(lsn)
+            if value > lo && value <= hi { found[lsn] = time }
+        }
+        guard found.count == 1, let (lsn, time) = found.first else {
+            throw TestFailure("expected one logged transaction in (\(change.before), \(change.after)], found \(found)")
+        }
+        return Commit(lsn: lsn, time: time)
+    }
+
+    /// "X/Y" as a 64-bit position.
+    public static func lsn(_ text: String) -> UInt64 {
+        let halves = text.split(separator: "/")
+        guard halves.count == 2, let high = UInt64(halves[0], radix: 16), let low = UInt64(halves[1], radix: 16) else { return 0 }
+        return high << 32 | low
+    }
+
+    // MARK: Whole-warehouse comparison
+
+    /// Every base table of warehouse schema `name`: table → its rows as text (`t::text`, every column
+    /// in order), sorted.
+    public func dump(schema name: String) throws -> [String: [String]] {
+        let connection = try server.connect(database: warehouseDatabase)
+        let tables = try connection.execute("""
+            SELECT table_name FROM information_schema.tables
+            WHERE table_schema = '\(name)' AND table_type = 'BASE TABLE' ORDER BY 1
+            """).rows.compactMap { $0[0] }
+        var result: [String: [String]] = [:]
+        for table in tables {
+            let qualified = connection.quoteIdentifier(name) + "." + connection.quoteIdentifier(table)
+            result[table] = try connection.execute("SELECT t::text FROM \(qualified) t").rows.map { $0[0] ?? "" }.sorted()
+        }
+        return result
+    }
+
+    /// What differs between two dumps (empty when identical), a few rows per table.
+    public static func differences(_ a: [String: [String]], _ b: [String: [String]], names: (String, String) = ("a", "b")) -> [String] {
+        var problems: [String] = []
+        for table in Set(a.keys).union(b.keys).sorted() {
+            guard let rowsA = a[table] else { problems.append("\(table): only in \(names.1)"); continue }
+            guard let rowsB = b[table] else { problems.append("\(table): only in \(names.0)"); continue }
+            if rowsA == rowsB { continue }
+            let setA = Set(rowsA), setB = Set(rowsB)
+            let onlyA = rowsA.filter { !setB.contains($0) }, onlyB = rowsB.filter { !setA.contains($0) }
+            problems.append("\(table): \(rowsA.count) rows in \(names.0), \(rowsB.count) in \(names.1); "
+                            + "only in \(names.0): \(onlyA.prefix(3)); only in \(names.1): \(onlyB.prefix(3))")
+        }
+        return problems
+    }
+
+    /// The checkpoint row(s) of warehouse schema `name`.
+    public func checkpoint(schema name: String? = nil) throws -> [WarehouseRow] {
+        try dwRecords("SELECT projection, schema_version::text, last_seq::text, last_lsn::text, "
+                      + Self.rfc3339("last_commit_time") + " AS last_commit_time FROM \(name ?? schema).cdc_checkpoint")
+    }
+
+    // MARK: Sample data and traffic (tools/seed.sql, tools/workload)
+
+    static func postgresTool(_ name: String) -> String {
+        for directory in (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":") {
+            let path = "\(directory)/\(name)"
+            if FileManager.default.isExecutableFile(atPath: path) { return path }
+        }
+        return "/usr/lib/postgresql/15/bin/" + name
+    }
+
+    /// Loads tools/seed.sql into the source (20 facilities, 150 surgeons, 60 robots, 2,000 procedures).
+    public func loadSeed() throws {
+        let result = try Shell.run(Self.postgresTool("psql"), ["-X", "-q", "-v", "ON_ERROR_STOP=1",
+                                                               "-f", PostgresServer.repositoryRoot + "/tools/seed.sql",
+                                                               server.conninfo(database: source.database)])
+        guard result.status == 0 else { throw TestFailure("tools/seed.sql failed: \(result.stderr)") }
+    }
+
+    /// The arguments of tools/workload against this workspace's source.
+    func workloadArguments(_ options: [String]) -> [String] {
+        ["--conninfo", server.conninfo(database: source.database)] + options
+    }
+
+    /// Runs tools/workload with `options` (e.g. `["--transactions", "500", "--clients", "2"]`) to completion.
+    public func workload(_ options: [String]) throws {
+        let result = try Shell.run(PostgresServer.repositoryRoot + "/tools/workload", workloadArguments(options))
+        guard result.status == 0 else { throw TestFailure("tools/workload failed (\(result.status)): \(result.stderr)\(result.stdout)") }
+    }
+
+    /// Starts tools/workload in the background; wait for it with ``Shell/wait(_:)`` (exit status).
+    public func startWorkload(_ options: [String]) throws -> pid_t {
+        try Shell.spawn(PostgresServer.repositoryRoot + "/tools/workload", workloadArguments(options),
+                        stdout: directory + "/workload.out", stderr: directory + "/workload.err")
+    }
+
+    // MARK: Teardown
+
+    /// Drops the source's slot and both databases and removes the files.
+    public func tearDown() {
+        source.tearDown()
+        _ = try? server.execute("DROP DATABASE IF EXISTS \(warehouseDatabase) WITH (FORCE)")
+    }
+}
+
+/// One row of a warehouse query: PostgreSQL's text output by column name.
+public struct WarehouseRow: Sendable, CustomStringConvertible {
+    public let values: [String: String?]
+
+    /// The value of column `name`; nil for SQL NULL or a column the query did not return.
+    public subscript(_ name: String) -> String? { values[name] ?? nil }
+
+    /// Whether the query returned column `name`.
+    public func has(_ name: String) -> Bool { values[name] != nil }
+
+    public var description: String {
+        "{" + values.keys.sorted().map { "\($0): \(values[$0]!.map { "\"\($0.prefix(40))\"" } ?? "NULL")" }.joined(separator: ", ") + "}"
+    }
+}
