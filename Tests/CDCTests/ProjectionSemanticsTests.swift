@@ -549,7 +549,7 @@ import TestSupport
         #expect(try ws.dwValue("SELECT date FROM dw.dim_date WHERE date_key = 20260314") == "2026-03-14")
         #expect(try ws.dwValue("SELECT time_value FROM dw.dim_time WHERE time_key = 235900") == "23:59:00")
         // Dimension dates are the UTC dates of the commit times.
-        #expect(try ws.count("dim_facilities", where: "facility_key > 0 AND effective_date <> (valid_from AT TIME ZONE 'UTC')::date") == 0)
+        #expect(try ws.count("dim_facilities", where: "facility_id IS NOT NULL AND effective_date <> (valid_from AT TIME ZONE 'UTC')::date") == 0)
     }
 
     @Test func dateAndTimeKeysFollowTheWarehouseTimeZone() throws {
