@@ -315,6 +315,16 @@ import Glibc
         try ws.initialize()
         #expect(try ws.schemaExists("dw"))
         #expect(try ws.count("dim_date") == 5844 && (try ws.count("dim_time")) == 1440, "2020-01-01 .. 2035-12-31, one row per minute")
+        let calendar = try ws.dw("""
+            SELECT min(date_key), max(date_key),
+                   (SELECT fiscal_year || '/' || fiscal_quarter FROM dw.dim_date WHERE date_key = 20251001),
+                   (SELECT fiscal_year || '/' || fiscal_quarter FROM dw.dim_date WHERE date_key = 20250930),
+                   (SELECT is_holiday::text FROM dw.dim_date WHERE date_key = 20260704),
+                   (SELECT is_weekend || '/' || day_name FROM dw.dim_date WHERE date_key = 20261122),
+                   (SELECT hour_12 || am_pm || '/' || time_of_day || '/' || business_hours FROM dw.dim_time WHERE time_key = 143000)
+            FROM dw.dim_date
+            """)[0]
+        #expect(calendar == ["20200101", "20351231", "2026/1", "2025/4", "true", "true/Sunday", "2PM/Afternoon/true"], "\(calendar)")
         let initial = try ws.checkpoint()
         #expect(initial.allSatisfy { $0["schema_version"] == "1" }, "\(initial)")
         try ws.change("UPDATE facilities SET facility_name = 'Mercy General' WHERE facility_id = 'F1'")

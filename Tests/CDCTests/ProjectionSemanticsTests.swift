@@ -524,6 +524,20 @@ import TestSupport
         #expect(left == ["21"], "one telemetry row per source row: \(left)")
     }
 
+    @Test func telemetryOfAProcedureWithoutAFactRowPointsAtMinusOne() throws {
+        let ws = try WarehouseWorkspace("ps_orphan")
+        defer { ws.tearDown() }
+        try ws.sql("ALTER TABLE procedure_telemetry DROP CONSTRAINT procedure_telemetry_procedure_id_fkey")
+        try ws.initialize()
+        try ws.change("\(Fixture.facility("F1", "Mercy")); \(Fixture.surgeon("S1", "Dr. Ada Stone")); \(Fixture.robot("R1", facility: "F1"))")
+        try ws.change("\(Fixture.procedure("P1", robot: "R1", surgeon: "S1", facility: "F1")); \(Fixture.telemetry(1, procedure: "P1", at: "2026-03-14 10:01:00+00"))")
+        try ws.change(Fixture.telemetry(2, procedure: "P-NONE", at: "2026-03-14 10:02:00+00"))
+        try ws.run()
+        let p1 = try #require(try ws.fact("P1"))
+        let keys = try ws.dw("SELECT telemetry_id, procedure_key, procedure_id FROM dw.fact_procedure_telemetry ORDER BY 1")
+        #expect(keys == [["1", p1["procedure_key"], "P1"], ["2", "-1", "P-NONE"]], "\(keys)")
+    }
+
     // MARK: Dates and times
 
     @Test func dateAndTimeKeysAreYYYYMMDDAndHHMM00InUTCByDefault() throws {
