@@ -280,11 +280,20 @@ final class FactProjector {
         for (i, column) in valueColumns.enumerated() {
             if case .value(let v) = plan.incoming(after, valueRange.lowerBound + i) { fact.row[column] = v }
         }
+        // A timestamp often feeds both a date and a time key: parse each text once.
+        var parsed: [(String, (date: Int, time: Int)?)] = []
+        func keys(_ text: String?) -> (date: Int, time: Int)? {
+            guard let text else { return nil }
+            if let known = parsed.first(where: { $0.0 == text }) { return known.1 }
+            let keys = clock.keys(of: text)
+            parsed.append((text, keys))
+            return keys
+        }
         for (i, column) in dateColumns.enumerated() {
-            if case .value(let v) = plan.incoming(after, dateRange.lowerBound + i) { fact.row[column] = v.flatMap { clock.keys(of: $0) }.map { String($0.date) } }
+            if case .value(let v) = plan.incoming(after, dateRange.lowerBound + i) { fact.row[column] = keys(v).map { String($0.date) } }
         }
         for (i, column) in timeColumns.enumerated() {
-            if case .value(let v) = plan.incoming(after, timeRange.lowerBound + i) { fact.row[column] = v.flatMap { clock.keys(of: $0) }.map { String($0.time) } }
+            if case .value(let v) = plan.incoming(after, timeRange.lowerBound + i) { fact.row[column] = keys(v).map { String($0.time) } }
         }
     }
 

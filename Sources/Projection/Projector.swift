@@ -44,6 +44,7 @@ public final class Projector {
     /// What each source table feeds, by `schema.table`.
     var handlers: [String: [Handler]] = [:]
     var relations: [UInt64: RelationDefinition] = [:]
+    var handlersByRelation: [UInt64: [Handler]] = [:]
     var contexts: (lsn: UInt64, context: ChangeContext)?
     var stagingCreated: Set<String> = []
     /// The last log record applied to the warehouse.
@@ -111,6 +112,7 @@ public final class Projector {
             }
         }
         handlers = [:]
+        handlersByRelation = [:]
         for d in dimensions { handlers[d.spec.source, default: []].append(.dimension(d)) }
         for f in facts {
             handlers[f.spec.source, default: []].append(.fact(f))
@@ -233,14 +235,16 @@ public final class Projector {
         pending.after = position
         // Rows the batch updates, deletes or looks up, fetched once.
         var needed: [ObjectIdentifier: Set<[String?]>] = [:]
-        var definitions: [(Record, RelationDefinition)?] = []
+        var definitions: [(Record, RelationDefinition, [Handler])?] = []
         definitions.reserveCapacity(batch.count)
         for (seq, record) in batch {
             if case .relation(let definition) = record.body { relations[seq] = definition }
             guard record.header.relationSeq != 0, record.header.op != .relation, record.header.op != .message,
                   let definition = try relation(record.header.relationSeq) else { definitions.append(nil); continue }
-            definitions.append((record, definition))
-            for handler in handlers[definition.qualifiedName] ?? [] {
+            let feeds = feeding(record.header.relationSeq, definition)
+            guard !feeds.isEmpty else { definitions.append(nil); continue }
+            definitions.append((record, definition, feeds))
+            for handler in feeds {
                 switch handler {
                 case .fact(let f):
                     let plan = f.plan(record.header.relationSeq, definition)
@@ -267,7 +271,7 @@ public final class Projector {
             }
         }
         for item in definitions {
-            guard let (record, definition) = item, let feeds = handlers[definition.qualifiedName] else { continue }
+            guard let (record, definition, feeds) = item else { continue }
             let ctx = context(record.header)
             pending.changes += 1
             for handler in feeds {
@@ -308,6 +312,14 @@ public final class Projector {
             _ = try? connection.execute("ROLLBACK")
             throw error
         }
+    }
+
+    /// What the rows of relation version `seq` feed (cached: one lookup by name per relation version).
+    func feeding(_ seq: UInt64, _ definition: RelationDefinition) -> [Handler] {
+        if let feeds = handlersByRelation[seq] { return feeds }
+        let feeds = handlers[definition.qualifiedName] ?? []
+        handlersByRelation[seq] = feeds
+        return feeds
     }
 
     func relation(_ seq: UInt64) throws -> RelationDefinition? {
