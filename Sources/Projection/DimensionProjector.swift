@@ -114,7 +114,7 @@ final class DimensionProjector {
             let version = Version(key: Int64(row[keyColumn]!)!, row: row, openedLSN: row[cLSN].flatMap { LSN($0)?.value } ?? 0, existed: true)
             current[businessKeyColumns.map { row[$0] }] = version
         }
-        let max = try connection.execute("SELECT coalesce(max(\(key)), 0) FROM \(table)")
+        let max = try connection.execute("SELECT greatest(coalesce(max(\(key)), 0), 0) FROM \(table)")
         nextKey = (Int64(max.value(0, 0) ?? "0") ?? 0) + 1
         touched = [:]
         removed = []
