@@ -425,13 +425,12 @@ final class BatchWriter: @unchecked Sendable {
     private var busy = false
     private var failure: Error?
     private var done = false
-    private var thread: Thread?
 
+    /// Starts the thread; it holds the writer until ``finish()`` ends it.
     init() {
-        let thread = Thread { [unowned self] in self.loop() }
+        let thread = Thread { self.loop() }
         thread.name = "cdc-projector-writer"
         thread.stackSize = 8 << 20
-        self.thread = thread
         thread.start()
     }
 
