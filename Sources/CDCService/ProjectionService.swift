@@ -79,6 +79,38 @@ public struct ProjectionService: Service, CustomStringConvertible {
 }
 
 extension Config {
+    /// The warehouse checks `cdc init` runs before it writes anything: the mapping parses, names
+    /// only tables and columns the source database has, the warehouse answers, a warehouse schema
+    /// that exists holds this mapping's version, and the warehouse is not a database whose own
+    /// writes the publication would capture.
+    public func preflightWarehouse() throws {
+        guard let warehouse else { return }
+        let mapping = try ProjectionMapping.load(path: warehouse.mapping)
+        let source = try SourceInitializer.connect(self.source.url)
+        let columns = try source.execute("""
+            SELECT n.nspname || '.' || c.relname, a.attname
+            FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
+              AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+            """)
+        var relations: [String: Set<String>] = [:]
+        for r in 0..<columns.rowCount { relations[columns.value(r, 0)!, default: []].insert(columns.value(r, 1)!) }
+        try mapping.check(relations: relations, in: "the source database")
+        let dw = try warehouse.target().connect(application: "cdc")
+        if let checkpoint = try WarehouseSchema.checkpoint(dw, schema: warehouse.schema, projection: mapping.name) {
+            let logSource = (try? EventLog.openForReading(path: log.path).sourceIdentity()).flatMap { $0 }.map(WarehouseSchema.logSource)
+            try WarehouseSchema.check(checkpoint, schema: warehouse.schema, mapping: mapping, logSource: logSource ?? checkpoint.logSource ?? "")
+        }
+        let identity = "SELECT system_identifier::text || '/' || current_database() FROM pg_control_system()"
+        if try source.execute(identity).value(0, 0) == dw.execute(identity).value(0, 0) {
+            let publication = try source.query("SELECT puballtables FROM pg_publication WHERE pubname = $1", [self.source.publication])
+            let allTables = publication.rowCount > 0 ? publication.value(0, 0) == "t" : self.source.tables == nil
+            if allTables {
+                throw ConfigError("[warehouse] url is the source database and publication \(self.source.publication) publishes all its tables: cdc would capture its own warehouse writes. Put the warehouse in another database, or list the source tables in [source] tables")
+            }
+        }
+    }
+
     /// Creates the warehouse schema of [warehouse] (or of `schema`) with the mapping's DDL, or checks
     /// it, after checking the mapping against the log. Returns true when it created the schema.
     public func prepareWarehouse(schema: String? = nil) throws -> (created: Bool, mapping: ProjectionMapping) {

@@ -114,7 +114,7 @@ final class DimensionProjector {
             let version = Version(key: Int64(row[keyColumn]!)!, row: row, openedLSN: row[cLSN].flatMap { LSN($0)?.value } ?? 0, existed: true)
             current[businessKeyColumns.map { row[$0] }] = version
         }
-        let max = try connection.execute("SELECT coalesce(max(\(key)), 0) FROM \(table)")
+        let max = try connection.execute("SELECT greatest(coalesce(max(\(key)), 0), 0) FROM \(table)")
         nextKey = (Int64(max.value(0, 0) ?? "0") ?? 0) + 1
         touched = [:]
         removed = []
@@ -295,17 +295,23 @@ final class DimensionProjector {
         return hasher.finalize().map { String($0, radix: 16).leftPad(2) }.joined()
     }
 
-    /// Versions to write, split into rows already in the warehouse and new rows; resets the batch.
-    func drain() -> (updates: [[String?]], inserts: [[String?]], removed: [Int64]) {
-        var updates: [[String?]] = [], inserts: [[String?]] = []
-        for (_, version) in touched.sorted(by: { $0.key < $1.key }) {
-            if version.existed { updates.append(version.row) } else { inserts.append(version.row) }
+    /// What a batch writes to the dimension: rows already in the warehouse, new rows, rows to remove.
+    struct Writes {
+        var updates: [[String?]]
+        var inserts: [[String?]]
+        var removed: [Int64]
+    }
+
+    /// The batch's versions; resets the batch (its versions count as written from now on).
+    func drain() -> Writes {
+        var writes = Writes(updates: [], inserts: [], removed: removed)
+        for version in touched.values {
+            if version.existed { writes.updates.append(version.row) } else { writes.inserts.append(version.row) }
             version.existed = true
         }
-        let gone = removed
         touched = [:]
         removed = []
-        return (updates, inserts, gone)
+        return writes
     }
 }
 

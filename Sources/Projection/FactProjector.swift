@@ -16,6 +16,8 @@ final class FactProjector {
         var existed: Bool
         /// The identity of the warehouse row (surrogate key or grain, as stored).
         var identity: [String?]
+        /// The grain of the warehouse row, for a row read from it.
+        var originalGrain: [String?]?
 
         init(row: [String?], lookupKeys: [[String?]], existed: Bool, identity: [String?]) {
             self.row = row
@@ -52,6 +54,10 @@ final class FactProjector {
     var milestones: [Milestone]
     /// Facts deleted with this one (`deleted_with`), and the column pointing here.
     var children: [(fact: FactProjector, column: Int)] = []
+    /// For a fact deleted with its parent: the column holding the parent's key, and the batch's rows
+    /// by that key (so a parent's delete finds its rows without scanning the batch).
+    var parentColumn: Int?
+    var rowsByParent: [String: [[String?]]] = [:]
     /// Own source columns: grain, values, date sources, time sources, lookup business keys.
     let wanted: [String]
     let valueRange: Range<Int>, dateRange: Range<Int>, timeRange: Range<Int>
@@ -63,6 +69,7 @@ final class FactProjector {
     // Batch state.
     var rows: [[String?]: Row] = [:]
     var deletedIdentities: [[String?]] = []
+    var deletedGrains: [[String?]] = []
     /// Parent surrogate keys whose rows of this (child) fact go.
     var cascadeKeys: [String] = []
     var truncated = false
@@ -133,8 +140,22 @@ final class FactProjector {
     }
 
     /// Reads the warehouse rows of `grains` (with the business keys behind their lookups) into the batch.
-    func prefetch(_ grains: Set<[String?]>, connection: PGConnection, schema: String) throws {
-        let wanted = grains.filter { rows[$0] == nil && !$0.contains(where: { $0 == nil }) }
+    /// `overlay`: the batch still in flight, which the warehouse does not show yet.
+    func prefetch(_ grains: Set<[String?]>, connection: PGConnection, schema: String, overlay: Overlay? = nil) throws {
+        var wanted = grains.filter { rows[$0] == nil && !$0.contains(where: { $0 == nil }) }
+        if let overlay {
+            for grain in wanted {
+                if let fact = overlay.rows[grain] {
+                    let copy = Row(row: fact.row, lookupKeys: fact.lookupKeys, existed: true, identity: fact.identity)
+                    copy.originalGrain = grain
+                    rows[grain] = copy
+                    noteParent(copy, grain)
+                    wanted.remove(grain)
+                } else if overlay.deleted.contains(grain) {
+                    wanted.remove(grain)
+                }
+            }
+        }
         guard !wanted.isEmpty else { return }
         let s = quoteIdentifier(schema)
         var select = layout.columns.map { "f." + quoteIdentifier($0) }
@@ -170,7 +191,11 @@ final class FactProjector {
                 lookupKeys.append((0..<range.count).map { i in result.value(r, position + i) })
                 position += range.count
             }
-            rows[grainColumns.map { row[$0] }] = Row(row: row, lookupKeys: lookupKeys, existed: true, identity: layout.identity.map { row[$0] })
+            let grain = grainColumns.map { row[$0] }
+            let fact = Row(row: row, lookupKeys: lookupKeys, existed: true, identity: layout.identity.map { row[$0] })
+            fact.originalGrain = grain
+            rows[grain] = fact
+            noteParent(fact, grain)
         }
     }
 
@@ -225,6 +250,11 @@ final class FactProjector {
         fact.row[cCreated] = ctx.timestamp
         fact.row[cLSN] = ctx.lsnText
         rows[grain] = fact
+        noteParent(fact, grain)
+    }
+
+    func noteParent(_ fact: Row, _ grain: [String?]) {
+        if let parentColumn, let parent = fact.row[parentColumn] { rowsByParent[parent, default: []].append(grain) }
     }
 
     func update(_ fact: Row, _ after: [Datum], plan: SourcePlan, _ ctx: ChangeContext, clock: WarehouseClock) {
@@ -242,6 +272,7 @@ final class FactProjector {
         setValues(fact, after, plan: plan, clock: clock)
         fact.row[cUpdated] = ctx.timestamp
         fact.row[cLSN] = ctx.lsnText
+        noteParent(fact, grainColumns.map { fact.row[$0] })
     }
 
     /// Copies the value columns and computes the date and time keys (an unchanged TOAST value keeps the row's).
@@ -249,11 +280,20 @@ final class FactProjector {
         for (i, column) in valueColumns.enumerated() {
             if case .value(let v) = plan.incoming(after, valueRange.lowerBound + i) { fact.row[column] = v }
         }
+        // A timestamp often feeds both a date and a time key: parse each text once.
+        var parsed: [(String, (date: Int, time: Int)?)] = []
+        func keys(_ text: String?) -> (date: Int, time: Int)? {
+            guard let text else { return nil }
+            if let known = parsed.first(where: { $0.0 == text }) { return known.1 }
+            let keys = clock.keys(of: text)
+            parsed.append((text, keys))
+            return keys
+        }
         for (i, column) in dateColumns.enumerated() {
-            if case .value(let v) = plan.incoming(after, dateRange.lowerBound + i) { fact.row[column] = v.flatMap { clock.keys(of: $0) }.map { String($0.date) } }
+            if case .value(let v) = plan.incoming(after, dateRange.lowerBound + i) { fact.row[column] = keys(v).map { String($0.date) } }
         }
         for (i, column) in timeColumns.enumerated() {
-            if case .value(let v) = plan.incoming(after, timeRange.lowerBound + i) { fact.row[column] = v.flatMap { clock.keys(of: $0) }.map { String($0.time) } }
+            if case .value(let v) = plan.incoming(after, timeRange.lowerBound + i) { fact.row[column] = keys(v).map { String($0.time) } }
         }
     }
 
@@ -272,7 +312,10 @@ final class FactProjector {
 
     func delete(_ grain: [String?]) {
         guard let fact = rows.removeValue(forKey: grain) else { return }
-        if fact.existed { deletedIdentities.append(fact.identity) }
+        if fact.existed {
+            deletedIdentities.append(fact.identity)
+            deletedGrains.append(fact.originalGrain ?? grain)
+        }
         if let keyColumn, let key = fact.row[keyColumn] {
             for child in children { child.fact.parentDeleted(key, column: child.column) }
         }
@@ -281,13 +324,15 @@ final class FactProjector {
     /// A parent fact row went: so do this fact's rows pointing at it.
     func parentDeleted(_ key: String, column: Int) {
         cascadeKeys.append(key)
-        for (grain, fact) in rows where fact.row[column] == key { delete(grain) }
+        for grain in rowsByParent.removeValue(forKey: key) ?? [] where rows[grain]?.row[column] == key { delete(grain) }
     }
 
     func truncate() {
         truncated = true
         rows = [:]
+        rowsByParent = [:]
         deletedIdentities = []
+        deletedGrains = []
         cascadeKeys = []
         clearedMilestones = []
         for child in children { child.fact.truncate() }
@@ -341,23 +386,54 @@ final class FactProjector {
 
     // MARK: Writing
 
-    /// The batch's writes, in the order they must run; resets the batch.
-    func drain() -> (truncated: Bool, cleared: [([Int], ChangeContext)], deleted: [[String?]], cascade: [String], updates: [Row], inserts: [[String?]]) {
-        var updates: [Row] = [], inserts: [[String?]] = []
-        let ordered = rows.values.sorted { a, b in
-            guard let k = keyColumn else { return (a.row[grainColumns[0]] ?? "") < (b.row[grainColumns[0]] ?? "") }
-            return Int64(a.row[k] ?? "0")! < Int64(b.row[k] ?? "0")!
+    /// What a batch writes to a fact table, in the order it must run.
+    struct Writes {
+        var truncated: Bool
+        var cleared: [([Int], ChangeContext)]
+        var deleted: [[String?]]
+        /// Grains of the warehouse rows in `deleted` (for the next batch's view of this one).
+        var deletedGrains: [[String?]]
+        var cascade: [String]
+        var updates: [Row]
+        var inserts: [Row]
+    }
+
+    /// The batch's writes; resets the batch.
+    func drain() -> Writes {
+        var updates: [Row] = [], inserts: [Row] = []
+        for fact in rows.values {
+            if fact.existed { updates.append(fact) } else { inserts.append(fact) }
         }
-        for fact in ordered {
-            if fact.existed { updates.append(fact) } else { inserts.append(fact.row) }
+        let writes = Writes(truncated: truncated, cleared: clearedMilestones, deleted: deletedIdentities, deletedGrains: deletedGrains,
+                            cascade: cascadeKeys, updates: updates, inserts: inserts)
+        rows = [:]
+        rowsByParent = [:]
+        deletedIdentities = []
+        deletedGrains = []
+        cascadeKeys = []
+        truncated = false
+        clearedMilestones = []
+        return writes
+    }
+
+    /// The rows a batch in flight (written, not yet committed) leaves, as the next batch must see
+    /// them instead of the warehouse's: its rows by grain, and the grains it deletes.
+    struct Overlay {
+        var rows: [[String?]: Row] = [:]
+        var deleted: Set<[String?]> = []
+
+        init() {}
+
+        init(_ writes: Writes, grainColumns: [Int], keyColumn: Int?, identity: [Int]) {
+            deleted = Set(writes.deletedGrains)
+            for fact in writes.updates + writes.inserts {
+                let grain = grainColumns.map { fact.row[$0] }
+                if let original = fact.originalGrain, original != grain { deleted.insert(original) }
+                deleted.remove(grain)
+                let copy = Row(row: fact.row, lookupKeys: fact.lookupKeys, existed: true, identity: identity.map { fact.row[$0] })
+                copy.originalGrain = grain
+                rows[grain] = copy
+            }
         }
-        defer {
-            rows = [:]
-            deletedIdentities = []
-            cascadeKeys = []
-            truncated = false
-            clearedMilestones = []
-        }
-        return (truncated, clearedMilestones, deletedIdentities, cascadeKeys, updates, inserts)
     }
 }

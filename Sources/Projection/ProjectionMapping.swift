@@ -223,10 +223,11 @@ public struct ProjectionMapping: Sendable, Equatable {
 
     /// Checks the source side against the tables the log describes (`schema.table` → column names):
     /// throws naming the first missing table or column.
-    public func check(relations: [String: Set<String>]) throws {
+    public func check(relations: [String: Set<String>], in place: String = "the log") throws {
         for (table, columns) in sourceColumns.sorted(by: { $0.key < $1.key }) {
             guard let present = relations[table] else {
-                throw MappingError("mapping \(path) reads source table \(table), which is not in the log (its tables: \(relations.keys.sorted().joined(separator: ", "))): publish it and run `cdc init`, or fix the mapping")
+                let known = relations.keys.sorted()
+                throw MappingError("mapping \(path) reads source table \(table), which is not in \(place) (its tables: \(known.prefix(12).joined(separator: ", "))\(known.count > 12 ? ", ..." : "")): publish it and run `cdc init`, or fix the mapping")
             }
             if let missing = columns.subtracting(present).sorted().first {
                 throw MappingError("mapping \(path) reads column \(missing) of \(table), which the source table does not have (it has: \(present.sorted().joined(separator: ", ")))")

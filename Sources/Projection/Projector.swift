@@ -44,6 +44,7 @@ public final class Projector {
     /// What each source table feeds, by `schema.table`.
     var handlers: [String: [Handler]] = [:]
     var relations: [UInt64: RelationDefinition] = [:]
+    var handlersByRelation: [UInt64: [Handler]] = [:]
     var contexts: (lsn: UInt64, context: ChangeContext)?
     var stagingCreated: Set<String> = []
     /// The last log record applied to the warehouse.
@@ -107,9 +108,11 @@ public final class Projector {
                     throw MappingError("mapping \(mapping.path): facts.\(f.spec.table).deleted_with = \(parent) needs a lookup of that fact")
                 }
                 p.children.append((f, f.layout[lookup.column]))
+                f.parentColumn = f.layout[lookup.column]
             }
         }
         handlers = [:]
+        handlersByRelation = [:]
         for d in dimensions { handlers[d.spec.source, default: []].append(.dimension(d)) }
         for f in facts {
             handlers[f.spec.source, default: []].append(.fact(f))
@@ -123,10 +126,80 @@ public final class Projector {
 
     // MARK: Batches
 
+    /// A folded batch, ready to be written: every table's writes and the checkpoint after it.
+    struct Pending {
+        var dimensions: [(DimensionProjector, DimensionProjector.Writes)] = []
+        var facts: [(FactProjector, FactProjector.Writes)] = []
+        var lastSeq: UInt64 = 0
+        var lastHeader: RecordHeader?
+        var records = 0
+        var changes = 0
+        /// The position the warehouse must be at for these writes to apply.
+        var after: UInt64 = 0
+        /// Truncates or milestone clears: the next batch cannot be folded before this one commits.
+        var blocksPipeline: Bool { facts.contains { $0.1.truncated || !$0.1.cleared.isEmpty } }
+    }
+
     /// Applies the next batch: whole transactions after the checkpoint, about `maxRecords` records
     /// (a bigger transaction is split at 4 × `maxRecords`), none past `until`. Returns 0 records when
     /// the log has nothing new (or the bound is reached).
     public func step(maxRecords: Int = 20_000, until: Bound? = nil) throws -> Step {
+        let (batch, reachedBound) = try read(maxRecords: maxRecords, until: until)
+        guard !batch.isEmpty else { return Step(records: 0, changes: 0, reachedBound: reachedBound) }
+        do {
+            let pending = try fold(batch, reader: connection, overlays: [:])
+            try write(pending)
+            return Step(records: pending.records, changes: pending.changes, reachedBound: reachedBound)
+        } catch {
+            recover()
+            throw error
+        }
+    }
+
+    /// Applies the log up to its head (or `until`), folding each batch while the warehouse writes the
+    /// previous one (a second connection reads the warehouse for the fold). For bulk replays.
+    /// `progress` is called with the position after each batch commits.
+    public func run(maxRecords: Int = 50_000, until: Bound? = nil, progress: (UInt64) -> Void = { _ in }) throws -> (records: Int, changes: Int) {
+        let reader = try target.connect()
+        let writer = BatchWriter()
+        var records = 0, changes = 0
+        var inFlight: Pending?
+        defer { writer.finish() }
+        do {
+            while true {
+                let (batch, _) = try read(maxRecords: maxRecords, until: until)
+                if batch.isEmpty { break }
+                if inFlight?.blocksPipeline == true {
+                    try writer.wait()
+                    inFlight = nil
+                }
+                var overlays: [ObjectIdentifier: FactProjector.Overlay] = [:]
+                if let inFlight {
+                    for (f, writes) in inFlight.facts {
+                        overlays[ObjectIdentifier(f)] = FactProjector.Overlay(writes, grainColumns: f.grainColumns, keyColumn: f.keyColumn, identity: f.layout.identity)
+                    }
+                }
+                // The batch before the one in flight is committed once the writer is idle.
+                let pending = try fold(batch, reader: reader, overlays: overlays)
+                try writer.wait()
+                if let inFlight { progress(inFlight.lastSeq) }
+                records += pending.records
+                changes += pending.changes
+                inFlight = pending
+                writer.submit { try self.write(pending) }
+            }
+            try writer.wait()
+            if let inFlight { progress(inFlight.lastSeq) }
+        } catch {
+            try? writer.wait()
+            recover()
+            throw error
+        }
+        return (records, changes)
+    }
+
+    /// Reads the next batch from the log.
+    func read(maxRecords: Int, until: Bound?) throws -> ([(UInt64, Record)], Bool) {
         var batch: [(UInt64, Record)] = []
         var reachedBound = false
         try log.visitRecords(from: position + 1, to: nil, batch: min(maxRecords, 5_000)) { seq, bytes in
@@ -139,10 +212,7 @@ public final class Projector {
             let endOfTransaction = record.header.flags.contains(.endOfTransaction)
             return !(batch.count >= maxRecords && endOfTransaction) && batch.count < 4 * maxRecords
         }
-        guard let last = batch.last else { return Step(records: 0, changes: 0, reachedBound: reachedBound) }
-        let changes = try apply(batch)
-        position = last.0
-        return Step(records: batch.count, changes: changes, reachedBound: reachedBound)
+        return (batch, reachedBound)
     }
 
     static func beyond(_ header: RecordHeader, _ bound: Bound) -> Bool {
@@ -152,75 +222,104 @@ public final class Projector {
         }
     }
 
-    /// Folds `batch` and writes it with the checkpoint in one warehouse transaction.
-    func apply(_ batch: [(UInt64, Record)]) throws -> Int {
+    /// After a failure the in-memory state may be ahead of the warehouse: reload it from there.
+    func recover() {
+        _ = try? connection.execute("ROLLBACK")
+        try? load()
+    }
+
+    /// Folds `batch` in log order. Fact rows it needs are read through `reader`, or taken from the
+    /// `overlays` of the batch in flight. Advances `position`.
+    func fold(_ batch: [(UInt64, Record)], reader: PGConnection, overlays: [ObjectIdentifier: FactProjector.Overlay]) throws -> Pending {
+        var pending = Pending()
+        pending.after = position
+        // Rows the batch updates, deletes or looks up, fetched once.
+        var needed: [ObjectIdentifier: Set<[String?]>] = [:]
+        var definitions: [(Record, RelationDefinition, [Handler])?] = []
+        definitions.reserveCapacity(batch.count)
+        for (seq, record) in batch {
+            if case .relation(let definition) = record.body { relations[seq] = definition }
+            guard record.header.relationSeq != 0, record.header.op != .relation, record.header.op != .message,
+                  let definition = try relation(record.header.relationSeq) else { definitions.append(nil); continue }
+            let feeds = feeding(record.header.relationSeq, definition)
+            guard !feeds.isEmpty else { definitions.append(nil); continue }
+            definitions.append((record, definition, feeds))
+            for handler in feeds {
+                switch handler {
+                case .fact(let f):
+                    let plan = f.plan(record.header.relationSeq, definition)
+                    if record.header.op == .update || record.header.op == .delete {
+                        needed[ObjectIdentifier(f), default: []].formUnion(f.grains(of: record, plan: plan))
+                    }
+                    guard case .row(_, _, let after?) = record.body else { break }
+                    for (i, target) in f.lookupTargets.enumerated() {
+                        if case .fact(let parent) = target {
+                            needed[ObjectIdentifier(parent), default: []].insert(plan.values(after, f.lookupRanges[i]))
+                        }
+                    }
+                case .milestone(let f, let i):
+                    let plan = f.milestonePlan(i, record.header.relationSeq, definition)
+                    needed[ObjectIdentifier(f), default: []].formUnion(f.milestoneGrains(record, plan: plan))
+                case .dimension:
+                    break
+                }
+            }
+        }
+        for f in facts {
+            if let grains = needed[ObjectIdentifier(f)] {
+                try f.prefetch(grains, connection: reader, schema: target.schema, overlay: overlays[ObjectIdentifier(f)])
+            }
+        }
+        for item in definitions {
+            guard let (record, definition, feeds) = item else { continue }
+            let ctx = context(record.header)
+            pending.changes += 1
+            for handler in feeds {
+                switch handler {
+                case .dimension(let d): d.apply(record, plan: d.plan(record.header.relationSeq, definition), ctx)
+                case .fact(let f): f.apply(record, plan: f.plan(record.header.relationSeq, definition), ctx, clock: target.clock)
+                case .milestone(let f, let i): f.applyMilestone(i, record, plan: f.milestonePlan(i, record.header.relationSeq, definition), ctx)
+                }
+            }
+        }
+        pending.dimensions = dimensions.map { ($0, $0.drain()) }
+        pending.facts = facts.map { ($0, $0.drain()) }
+        pending.lastSeq = batch.last!.0
+        pending.lastHeader = batch.last!.1.header
+        pending.records = batch.count
+        position = pending.lastSeq
+        return pending
+    }
+
+    /// Writes a folded batch and its checkpoint in one warehouse transaction, after checking that the
+    /// warehouse is where the batch starts.
+    func write(_ pending: Pending) throws {
         try connection.execute("BEGIN")
         do {
             let schema = quoteIdentifier(target.schema)
             let locked = try connection.query("SELECT last_seq FROM \(schema).cdc_checkpoint WHERE projection = $1 FOR UPDATE", [mapping.name])
-            guard locked.rowCount == 1, UInt64(locked.value(0, 0) ?? "") == position else {
-                throw WarehouseError("the checkpoint of warehouse schema \(target.schema) moved under the projector (expected log record \(position), found \(locked.rowCount == 1 ? locked.value(0, 0) ?? "NULL" : "no row")): another projector writes it, or the schema was swapped", transient: true)
+            guard locked.rowCount == 1, UInt64(locked.value(0, 0) ?? "") == pending.after else {
+                throw WarehouseError("the checkpoint of warehouse schema \(target.schema) moved under the projector (expected log record \(pending.after), found \(locked.rowCount == 1 ? locked.value(0, 0) ?? "NULL" : "no row")): another projector writes it, or the schema was swapped", transient: true)
             }
-            // Rows the batch updates, deletes or looks up, fetched once.
-            var needed: [ObjectIdentifier: Set<[String?]>] = [:]
-            var definitions: [(Record, RelationDefinition)?] = []
-            definitions.reserveCapacity(batch.count)
-            for (seq, record) in batch {
-                if case .relation(let definition) = record.body { relations[seq] = definition }
-                guard record.header.relationSeq != 0, record.header.op != .relation, record.header.op != .message,
-                      let definition = try relation(record.header.relationSeq) else { definitions.append(nil); continue }
-                definitions.append((record, definition))
-                for handler in handlers[definition.qualifiedName] ?? [] {
-                    switch handler {
-                    case .fact(let f):
-                        let plan = f.plan(record.header.relationSeq, definition)
-                        if record.header.op == .update || record.header.op == .delete {
-                            needed[ObjectIdentifier(f), default: []].formUnion(f.grains(of: record, plan: plan))
-                        }
-                        guard case .row(_, _, let after?) = record.body else { break }
-                        for (i, target) in f.lookupTargets.enumerated() {
-                            if case .fact(let parent) = target {
-                                needed[ObjectIdentifier(parent), default: []].insert(plan.values(after, f.lookupRanges[i]))
-                            }
-                        }
-                    case .milestone(let f, let i):
-                        let plan = f.milestonePlan(i, record.header.relationSeq, definition)
-                        needed[ObjectIdentifier(f), default: []].formUnion(f.milestoneGrains(record, plan: plan))
-                    case .dimension:
-                        break
-                    }
-                }
-            }
-            for f in facts {
-                if let grains = needed[ObjectIdentifier(f)] { try f.prefetch(grains, connection: connection, schema: target.schema) }
-            }
-            var changes = 0
-            for item in definitions {
-                guard let (record, definition) = item, let feeds = handlers[definition.qualifiedName] else { continue }
-                let ctx = context(record.header)
-                changes += 1
-                for handler in feeds {
-                    switch handler {
-                    case .dimension(let d): d.apply(record, plan: d.plan(record.header.relationSeq, definition), ctx)
-                    case .fact(let f): f.apply(record, plan: f.plan(record.header.relationSeq, definition), ctx, clock: target.clock)
-                    case .milestone(let f, let i): f.applyMilestone(i, record, plan: f.milestonePlan(i, record.header.relationSeq, definition), ctx)
-                    }
-                }
-            }
-            for d in dimensions { try write(d) }
-            for f in facts { try write(f) }
-            let (lastSeq, lastRecord) = batch.last!
+            for (d, writes) in pending.dimensions { try write(d, writes) }
+            for (f, writes) in pending.facts { try write(f, writes) }
+            let header = pending.lastHeader!
             try connection.query("UPDATE \(schema).cdc_checkpoint SET last_seq = $2, last_lsn = $3, last_commit_time = $4 WHERE projection = $1",
-                                 [mapping.name, String(lastSeq), lastRecord.header.lsn.description,
-                                  lastRecord.header.commitTime.map(WarehouseClock.timestamptz(micros:))])
+                                 [mapping.name, String(pending.lastSeq), header.lsn.description,
+                                  header.commitTime.map(WarehouseClock.timestamptz(micros:))])
             try connection.execute("COMMIT")
-            return changes
         } catch {
             _ = try? connection.execute("ROLLBACK")
-            // The in-memory state may hold part of the batch: start again from the warehouse.
-            try? load()
             throw error
         }
+    }
+
+    /// What the rows of relation version `seq` feed (cached: one lookup by name per relation version).
+    func feeding(_ seq: UInt64, _ definition: RelationDefinition) -> [Handler] {
+        if let feeds = handlersByRelation[seq] { return feeds }
+        let feeds = handlers[definition.qualifiedName] ?? []
+        handlersByRelation[seq] = feeds
+        return feeds
     }
 
     func relation(_ seq: UInt64) throws -> RelationDefinition? {
@@ -243,18 +342,16 @@ public final class Projector {
 
     func qualified(_ table: String) -> String { quoteIdentifier(target.schema) + "." + quoteIdentifier(table) }
 
-    func write(_ d: DimensionProjector) throws {
-        let (updates, inserts, removed) = d.drain()
+    func write(_ d: DimensionProjector, _ writes: DimensionProjector.Writes) throws {
         let table = qualified(d.spec.table)
-        if !removed.isEmpty {
-            try connection.query("DELETE FROM \(table) WHERE \(quoteIdentifier(d.spec.surrogateKey)) = ANY($1::bigint[])", [arrayLiteral(removed.map { String($0) })])
+        if !writes.removed.isEmpty {
+            try connection.query("DELETE FROM \(table) WHERE \(quoteIdentifier(d.spec.surrogateKey)) = ANY($1::bigint[])", [arrayLiteral(writes.removed.map { String($0) })])
         }
-        try update(d.layout, updates.map { ([$0[d.keyColumn]], $0) })
-        try copy(inserts, into: table, layout: d.layout)
+        try update(d.layout, writes.updates.map { ([$0[d.keyColumn]], $0) })
+        try copy(writes.inserts, into: table, layout: d.layout)
     }
 
-    func write(_ f: FactProjector) throws {
-        let batch = f.drain()
+    func write(_ f: FactProjector, _ batch: FactProjector.Writes) throws {
         let table = qualified(f.spec.table)
         if batch.truncated { try connection.execute("DELETE FROM \(table)") }
         for (columns, ctx) in batch.cleared {
@@ -263,14 +360,14 @@ public final class Projector {
             try connection.query("UPDATE \(table) SET \(sets.joined(separator: ", ")) WHERE \(any)", [ctx.timestamp, ctx.lsnText])
         }
         if !batch.deleted.isEmpty {
-            try connection.query("DELETE FROM \(table) WHERE \(identityMatch(f.layout, prefix: "")) ", identityArrays(f.layout, batch.deleted))
+            try connection.query("DELETE FROM \(table) WHERE \(identityMatch(f.layout, prefix: ""))", identityArrays(f.layout, batch.deleted))
         }
         if !batch.cascade.isEmpty, let parent = f.spec.deletedWith,
            let lookup = f.spec.lookups.first(where: { $0.target == .fact(parent) }) {
             try connection.query("DELETE FROM \(table) WHERE \(quoteIdentifier(lookup.column)) = ANY($1::bigint[])", [arrayLiteral(batch.cascade)])
         }
         try update(f.layout, batch.updates.map { ($0.identity, $0.row) })
-        try copy(batch.inserts, into: table, layout: f.layout)
+        try copy(batch.inserts.map(\.row), into: table, layout: f.layout)
     }
 
     /// `(identity columns) IN (SELECT * FROM unnest($1::t1[], ...))`.
@@ -317,5 +414,66 @@ public final class Projector {
             }
             return chunk
         }
+    }
+}
+
+/// One thread that runs a projector's warehouse writes, one batch at a time, while the caller folds
+/// the next batch.
+final class BatchWriter: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var job: (() throws -> Void)?
+    private var busy = false
+    private var failure: Error?
+    private var done = false
+
+    /// Starts the thread; it holds the writer until ``finish()`` ends it.
+    init() {
+        let thread = Thread { self.loop() }
+        thread.name = "cdc-projector-writer"
+        thread.stackSize = 8 << 20
+        thread.start()
+    }
+
+    private func loop() {
+        condition.lock()
+        while true {
+            while job == nil, !done { condition.wait() }
+            guard let work = job else { break }
+            condition.unlock()
+            let error: Error?
+            do { try work(); error = nil } catch let e { error = e }
+            condition.lock()
+            job = nil
+            busy = false
+            if let error { failure = error }
+            condition.broadcast()
+        }
+        condition.unlock()
+    }
+
+    /// Hands a batch to the writer; the previous one must be finished (``wait()``).
+    func submit(_ work: @escaping () throws -> Void) {
+        condition.lock()
+        job = work
+        busy = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Waits until the writer is idle; rethrows the failure of the last batch, if any.
+    func wait() throws {
+        condition.lock()
+        while busy { condition.wait() }
+        let error = failure
+        failure = nil
+        condition.unlock()
+        if let error { throw error }
+    }
+
+    func finish() {
+        condition.lock()
+        done = true
+        condition.broadcast()
+        condition.unlock()
     }
 }

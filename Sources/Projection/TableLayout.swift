@@ -40,6 +40,10 @@ final class TableLayout {
         for (i, value) in row.enumerated() {
             if i > 0 { out.append(0x09) }
             guard let value else { out.append(0x5C); out.append(0x4E); continue }  // \N
+            if !value.utf8.contains(where: { $0 == 0x5C || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }) {
+                out.append(contentsOf: value.utf8)
+                continue
+            }
             for byte in value.utf8 {
                 switch byte {
                 case 0x5C: out.append(0x5C); out.append(0x5C)

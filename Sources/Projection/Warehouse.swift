@@ -131,17 +131,7 @@ public enum WarehouseSchema {
                     throw WarehouseError("schema \(schema) already holds \(count) tables or views but no cdc checkpoint: it is not a cdc warehouse; choose another schema or drop it")
                 }
                 try connection.execute("CREATE SCHEMA IF NOT EXISTS \(quoted)")
-                try connection.execute("SET LOCAL search_path TO \(quoted)")
-                for file in mapping.ddl {
-                    guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
-                        throw WarehouseError("cannot read DDL file \(file) named by mapping \(mapping.path)")
-                    }
-                    do {
-                        try connection.execute(text)
-                    } catch let error as PGError {
-                        throw WarehouseError("DDL file \(file) failed in schema \(schema): \(error.message)")
-                    }
-                }
+                try runDDL(connection, schema: schema, mapping: mapping)
                 try connection.execute(checkpointDDL)
                 try connection.query("INSERT INTO cdc_checkpoint (projection, schema_version, last_seq, log_source) VALUES ($1, $2, 0, $3)",
                                      [mapping.name, String(mapping.schemaVersion), logSource])
@@ -151,6 +141,65 @@ public enum WarehouseSchema {
             try mapping.check(warehouseColumns: catalog.mapValues { Set($0.keys) }, schema: schema)
             try connection.execute("COMMIT")
             return created
+        } catch {
+            _ = try? connection.execute("ROLLBACK")
+            throw error
+        }
+    }
+
+    /// Runs the mapping's DDL files in `schema`, inside the caller's transaction. The files are
+    /// re-runnable (IF NOT EXISTS, CREATE OR REPLACE, ON CONFLICT DO NOTHING): running them again
+    /// restores what is missing, such as indexes a replay deferred.
+    static func runDDL(_ connection: PGConnection, schema: String, mapping: ProjectionMapping) throws {
+        try connection.execute("SET LOCAL search_path TO \(quoteIdentifier(schema))")
+        for file in mapping.ddl {
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+                throw WarehouseError("cannot read DDL file \(file) named by mapping \(mapping.path)")
+            }
+            do {
+                try connection.execute(text)
+            } catch let error as PGError {
+                throw WarehouseError("DDL file \(file) failed in schema \(schema): \(error.message)")
+            }
+        }
+    }
+
+    /// Drops the non-unique indexes of a fresh schema that the projector itself does not use (it
+    /// finds rows by surrogate key, grain and `deleted_with` parent key), so that a bulk replay does
+    /// not maintain them row by row. ``restoreIndexes(_:schema:mapping:)`` builds them again, once.
+    /// Returns how many it dropped.
+    public static func deferIndexes(_ connection: PGConnection, schema: String, mapping: ProjectionMapping) throws -> Int {
+        var used: [String: Set<String>] = [:]
+        for fact in mapping.facts {
+            if let parent = fact.deletedWith, let lookup = fact.lookups.first(where: { $0.target == .fact(parent) }) {
+                used[fact.table, default: []].insert(lookup.column)
+            }
+        }
+        let result = try connection.query("""
+            SELECT t.relname, i.relname,
+                   (SELECT a.attname FROM pg_attribute a WHERE a.attrelid = t.oid AND a.attnum = x.indkey[0])
+            FROM pg_index x
+            JOIN pg_class i ON i.oid = x.indexrelid
+            JOIN pg_class t ON t.oid = x.indrelid
+            JOIN pg_namespace n ON n.oid = t.relnamespace
+            WHERE n.nspname = $1 AND NOT x.indisunique AND NOT x.indisprimary
+            """, [schema])
+        var dropped = 0
+        for r in 0..<result.rowCount {
+            guard let table = result.value(r, 0), let index = result.value(r, 1) else { continue }
+            if let first = result.value(r, 2), used[table]?.contains(first) == true { continue }
+            try connection.execute("DROP INDEX \(quoteIdentifier(schema)).\(quoteIdentifier(index))")
+            dropped += 1
+        }
+        return dropped
+    }
+
+    /// Runs the mapping's DDL again in one transaction: every deferred index is built.
+    public static func restoreIndexes(_ connection: PGConnection, schema: String, mapping: ProjectionMapping) throws {
+        try connection.execute("BEGIN")
+        do {
+            try runDDL(connection, schema: schema, mapping: mapping)
+            try connection.execute("COMMIT")
         } catch {
             _ = try? connection.execute("ROLLBACK")
             throw error

@@ -65,6 +65,7 @@ struct Init: AsyncParsableCommand {
         do {
             let logger = try global.logger()
             let config = try global.loadConfig()
+            try await runOnDedicatedThread(name: "cdc-init-preflight") { try config.preflightWarehouse() }
             let report = try await runOnDedicatedThread(name: "cdc-init") {
                 var options = InitOptions(conninfo: config.source.url, slot: config.source.slot,
                                           publication: config.source.publication, tables: config.source.tables)

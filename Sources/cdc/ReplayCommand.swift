@@ -67,6 +67,10 @@ struct Replay: AsyncParsableCommand {
                     bound = .time(micros)
                 }
                 let (created, mapping) = try config.prepareWarehouse(schema: schema)
+                let admin = try target.connect(application: "cdc")
+                // A replay that built the schema defers its secondary indexes to the end; one that
+                // continues a replay builds them at its end too (re-running the DDL creates what is missing).
+                if created { _ = try WarehouseSchema.deferIndexes(admin, schema: schema, mapping: mapping) }
                 let log = try EventLog.openForReading(path: config.log.path)
                 let projector = try Projector(mapping: mapping, target: target, log: log, logger: logger)
                 let start = projector.position
@@ -74,16 +78,12 @@ struct Replay: AsyncParsableCommand {
                 let clock = ContinuousClock()
                 let began = clock.now
                 var progress = Progress(total: head, start: start, interactive: interactive)
-                var changes = 0
-                while true {
-                    let step = try projector.step(maxRecords: 50_000, until: bound)
-                    changes += step.changes
-                    progress.update(projector.position, elapsed: began.duration(to: clock.now))
-                    if step.records == 0 || step.reachedBound { break }
+                let (records, changes) = try projector.run(until: bound) { position in
+                    progress.update(position, elapsed: began.duration(to: clock.now))
                 }
                 progress.finish()
+                try WarehouseSchema.restoreIndexes(admin, schema: schema, mapping: mapping)
                 let seconds = max(Self.seconds(began.duration(to: clock.now)), 0.001)
-                let records = projector.position - start
                 var line = "replayed \(records) log records (\(changes) row changes) into schema \(schema)"
                     + (created ? "" : " (continued from record \(start))")
                     + String(format: " in %.1f s, %.0f records/s; checkpoint at record %llu", seconds, Double(records) / seconds, projector.position)
