@@ -54,12 +54,14 @@ let package = Package(
             dependencies: [
                 "EventLog", "PGClient",
                 .product(name: "TOMLKit", package: "TOMLKit"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
         .target(
             name: "CDCService",
             dependencies: [
-                "Capture", "EventLog", "PGClient",
+                "Capture", "EventLog", "PGClient", "Projection",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
@@ -68,7 +70,7 @@ let package = Package(
         .executableTarget(
             name: "cdc",
             dependencies: [
-                "CDCService", "EventLog",
+                "CDCService", "EventLog", "Projection", "PGClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

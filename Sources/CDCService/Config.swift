@@ -2,6 +2,7 @@ import Foundation
 import TOMLKit
 import EventLog
 import Capture
+import Projection
 
 /// A configuration problem, naming the file and the key.
 public struct ConfigError: Error, CustomStringConvertible, Sendable {
@@ -23,6 +24,7 @@ public struct ConfigError: Error, CustomStringConvertible, Sendable {
 ///     url = "..."
 ///     schema = "dw"
 ///     timezone = "UTC"
+///     mapping = "schemas/projections/surgical-robotics.toml"   # relative to this file's directory
 ///     [metrics]                                       # optional
 ///     listen = "127.0.0.1:9187"
 ///     [privacy]                                       # optional: protect columns before they reach the log
@@ -46,9 +48,13 @@ public struct Config: Sendable {
     }
 
     public struct Warehouse: Sendable {
+        /// libpq connection string of the warehouse database; secret: never logged.
         public var url: String
         public var schema: String
+        /// IANA zone of date/time keys and effective/expiration dates.
         public var timezone: String
+        /// The projection mapping file (absolute: resolved against the config file's directory).
+        public var mapping: String
     }
 
     public struct Metrics: Sendable {
@@ -105,9 +111,19 @@ public struct Config: Sendable {
 
         var warehouse: Warehouse?
         if let w = try reader.optionalSection("warehouse") {
-            try w.onlyKeys(["url", "schema", "timezone"])
-            warehouse = Warehouse(url: try w.string("url"), schema: try w.optionalIdentifier("schema") ?? "dw",
-                                  timezone: try w.optionalString("timezone") ?? "UTC")
+            try w.onlyKeys(["url", "schema", "timezone", "mapping"])
+            let url = try w.string("url")
+            let schema = try w.optionalIdentifier("schema") ?? "dw"
+            let timezone = try w.optionalString("timezone") ?? "UTC"
+            guard WarehouseClock(timeZone: timezone) != nil else {
+                throw ConfigError("config \(path): warehouse.timezone \"\(timezone)\" is not a time zone: use an IANA name such as \"UTC\" or \"Europe/Paris\"")
+            }
+            guard let mapping = try w.optionalString("mapping") else {
+                throw ConfigError("config \(path): missing key warehouse.mapping (the projection mapping, e.g. \"schemas/projections/surgical-robotics.toml\")")
+            }
+            let base = (path as NSString).deletingLastPathComponent
+            warehouse = Warehouse(url: url, schema: schema, timezone: timezone,
+                                  mapping: mapping.hasPrefix("/") || base.isEmpty ? mapping : (base as NSString).appendingPathComponent(mapping))
         }
         var metrics = Metrics(listen: "127.0.0.1:9187")
         if let m = try reader.optionalSection("metrics") {
@@ -224,6 +240,11 @@ extension Config.Warehouse: CustomStringConvertible, CustomDebugStringConvertibl
     public var description: String { "warehouse(schema: \(schema), url: <redacted>)" }
     public var debugDescription: String { description }
     public var customMirror: Mirror { Mirror(self, children: ["schema": schema, "url": "<redacted>"]) }
+
+    /// Where projections write, for `schema` (default: this section's).
+    public func target(schema: String? = nil) -> WarehouseTarget {
+        WarehouseTarget(url: url, schema: schema ?? self.schema, clock: WarehouseClock(timeZone: timezone)!)
+    }
 }
 
 extension Config {

@@ -249,14 +249,26 @@ public final class SourceInitializer {
     }
 
     /// The publication's tables: oid, schema, table, replica identity, published columns, row filter.
+    /// The published tables, parents before children (by foreign keys; then by name), so that the
+    /// snapshot, like the live stream under foreign keys, never holds a row before the row it references.
     private func publishedTables(_ sql: PGConnection) throws -> PGResult {
         try sql.query("""
-            SELECT c.oid, pt.schemaname, pt.tablename, c.relreplident, pt.attnames, pt.rowfilter
-            FROM pg_publication_tables pt
-            JOIN pg_namespace n ON n.nspname = pt.schemaname
-            JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename
-            WHERE pt.pubname = $1
-            ORDER BY pt.schemaname, pt.tablename
+            WITH RECURSIVE pub AS (
+                SELECT c.oid, pt.schemaname, pt.tablename, c.relreplident, pt.attnames, pt.rowfilter
+                FROM pg_publication_tables pt
+                JOIN pg_namespace n ON n.nspname = pt.schemaname
+                JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename
+                WHERE pt.pubname = $1
+            ), edges AS (
+                SELECT conrelid AS child, confrelid AS parent FROM pg_constraint WHERE contype = 'f' AND conrelid <> confrelid
+            ), depth(oid, d) AS (
+                SELECT oid, 0 FROM pub
+                UNION ALL
+                SELECT e.child, depth.d + 1 FROM depth JOIN edges e ON e.parent = depth.oid WHERE depth.d < 32
+            )
+            SELECT pub.oid, pub.schemaname, pub.tablename, pub.relreplident, pub.attnames, pub.rowfilter
+            FROM pub
+            ORDER BY (SELECT max(d) FROM depth WHERE depth.oid = pub.oid), pub.schemaname, pub.tablename
             """, [options.publication])
     }
 

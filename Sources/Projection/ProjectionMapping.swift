@@ -117,7 +117,7 @@ public struct ProjectionMapping: Sendable, Equatable {
             throw MappingError("mapping \(path) is not valid TOML at line \(error.source.begin.line): \(error.description)")
         }
         let base = (path as NSString).deletingLastPathComponent
-        var r = Reader(path: path, table: root, prefix: "")
+        let r = Reader(path: path, table: root, prefix: "")
         try r.only(["name", "schema_version", "ddl", "dimensions", "facts"])
         let name = try r.string("name")
         let version = try r.int("schema_version")

@@ -11,7 +11,7 @@ struct CDC: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cdc",
         abstract: "Change data capture from PostgreSQL into an append-only LMDB event log.",
-        subcommands: [Init.self, Run.self, LogCommand.self]
+        subcommands: [Init.self, Run.self, Replay.self, LogCommand.self]
     )
 }
 
@@ -56,8 +56,8 @@ func fail(_ error: Error) -> Never {
 
 struct Init: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Check the source, create the publication and slot, and copy every published table into the log.",
-        discussion: "Safe to re-run: an initialised log is only checked. Refuses a log that belongs to another source.")
+        abstract: "Check the source, create the publication and slot, copy every published table into the log, and create the warehouse.",
+        discussion: "Safe to re-run: an initialised log and warehouse are only checked. Refuses a log that belongs to another source, and a warehouse built by another mapping version or log.")
 
     @OptionGroup var global: GlobalOptions
 
@@ -82,6 +82,11 @@ struct Init: AsyncParsableCommand {
                 let rows = report.tables.reduce(0) { $0 + $1.rows }
                 print("initialised: \(report.tables.count) tables, \(rows) rows copied at consistent point \(report.consistentPoint)"
                       + (report.createdPublication ? "; created publication \(config.source.publication)" : ""))
+            }
+            if let warehouse = config.warehouse {
+                let (created, mapping) = try await runOnDedicatedThread(name: "cdc-init-warehouse") { try config.prepareWarehouse() }
+                print(created ? "warehouse: created schema \(warehouse.schema) for \(mapping.name) (schema_version \(mapping.schemaVersion))"
+                              : "warehouse: schema \(warehouse.schema) already holds \(mapping.name) (schema_version \(mapping.schemaVersion))")
             }
         } catch {
             fail(error)
@@ -113,9 +118,15 @@ struct Run: AsyncParsableCommand {
             let config = try global.loadConfig()
             let capture = CaptureService(config: config, endpos: stopAt, logger: logger)
             let indexer = HistoryIndexService(logPath: config.log.path, logger: logger)
+            var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+                .init(service: capture, successTerminationBehavior: .gracefullyShutdownGroup),
+                .init(service: indexer),
+            ]
+            if let warehouse = config.warehouse, !noProject {
+                services.append(.init(service: ProjectionService(config: config, warehouse: warehouse, drainOnShutdown: stopAt != nil, logger: logger)))
+            }
             let group = ServiceGroup(configuration: .init(
-                services: [.init(service: capture, successTerminationBehavior: .gracefullyShutdownGroup),
-                           .init(service: indexer)],
+                services: services,
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
             try await group.run()

@@ -21,6 +21,7 @@ import Testing
         url = "host=dw.internal dbname=warehouse user=cdc_dw"
         schema = "dw2"
         timezone = "Europe/Paris"
+        mapping = "projections/surgical-robotics.toml"
 
         [metrics]
         listen = "0.0.0.0:9999"
@@ -36,6 +37,9 @@ import Testing
         #expect(config.warehouse?.url == "host=dw.internal dbname=warehouse user=cdc_dw")
         #expect(config.warehouse?.schema == "dw2")
         #expect(config.warehouse?.timezone == "Europe/Paris")
+        #expect(config.warehouse?.mapping == "projections/surgical-robotics.toml", "relative to the file's directory (none here)")
+        let located = try Config.parse(Self.full, path: "/etc/cdc/cdc.toml")
+        #expect(located.warehouse?.mapping == "/etc/cdc/projections/surgical-robotics.toml")
         #expect(config.metrics.listen == "0.0.0.0:9999")
         // The url is secret: describing the source never shows it.
         #expect(!"\(config.source)".contains(Self.secret))
@@ -54,9 +58,11 @@ import Testing
             [log]
             path = "/var/lib/cdc/log"     # the LMDB event log directory
 
-            [warehouse]                   # optional; used by the projectors (next milestone)
+            [warehouse]                   # optional: project the log into a star schema
             url = "host=dw.internal dbname=warehouse user=cdc_dw"
-            schema = "dw"
+            schema = "dw"                 # default dw
+            timezone = "UTC"              # date/time keys and effective dates (default UTC)
+            mapping = "/usr/share/cdc/projections/surgical-robotics.toml"
 
             [metrics]                     # optional
             listen = "127.0.0.1:9187"
@@ -90,6 +96,7 @@ import Testing
             path = "/var/lib/cdc/log"
             [warehouse]
             url = "host=dw.internal dbname=warehouse"
+            mapping = "/etc/cdc/m.toml"
             """)
         #expect(warehouse.warehouse?.schema == "dw")
         #expect(warehouse.warehouse?.timezone == "UTC")
@@ -142,6 +149,8 @@ import Testing
         Broken(name: "log path is a number", text: source + "\n[log]\npath = 3", names: "log.path"),
         Broken(name: "warehouse without url", text: source + "\n" + log + "\n[warehouse]\nschema = \"dw\"", names: "warehouse.url"),
         Broken(name: "warehouse schema is a number", text: source + "\n" + log + "\n[warehouse]\nurl = \"x\"\nschema = 5", names: "warehouse.schema"),
+        Broken(name: "warehouse without mapping", text: source + "\n" + log + "\n[warehouse]\nurl = \"x\"", names: "warehouse.mapping"),
+        Broken(name: "warehouse timezone unknown", text: source + "\n" + log + "\n[warehouse]\nurl = \"x\"\nmapping = \"m.toml\"\ntimezone = \"Mars/Olympus\"", names: "warehouse.timezone"),
         Broken(name: "metrics listen is not HOST:PORT", text: source + "\n" + log + "\n[metrics]\nlisten = \"nohost\"", names: "metrics.listen"),
         Broken(name: "metrics listen is a number", text: source + "\n" + log + "\n[metrics]\nlisten = 9187", names: "metrics.listen"),
     ]

@@ -1,0 +1,95 @@
+import Capture
+import EventLog
+import Foundation
+import Logging
+import PGClient
+import Projection
+import ServiceLifecycle
+
+/// `cdc run`'s projection as a long-running ``Service``: folds the log into the warehouse in
+/// micro-batches as capture appends to it, on a thread of its own, so capture never waits for the
+/// warehouse.
+///
+/// On graceful shutdown it finishes the batch in flight and stops; with `drainOnShutdown` (`--endpos`)
+/// it first applies everything the log holds. A warehouse that goes away is retried with backoff; a
+/// mapping or schema that does not fit stops `cdc run` with the reason.
+public struct ProjectionService: Service, CustomStringConvertible {
+    let config: Config
+    let warehouse: Config.Warehouse
+    let drainOnShutdown: Bool
+    let logger: Logger
+    /// Pause between polls of the log's head when caught up.
+    var idle: Double = 0.01
+
+    public init(config: Config, warehouse: Config.Warehouse, drainOnShutdown: Bool, logger: Logger) {
+        self.config = config
+        self.warehouse = warehouse
+        self.drainOnShutdown = drainOnShutdown
+        self.logger = logger
+    }
+
+    public var description: String { "ProjectionService(schema: \(warehouse.schema), log: \(config.log.path))" }
+
+    public func run() async throws {
+        let stop = StopSignal(), drain = StopSignal()
+        let service = self
+        try await withTaskCancellationHandler {
+            try await withGracefulShutdownHandler {
+                try await runOnDedicatedThread(name: "cdc-projector") { try service.loop(stop: stop, drain: drain) }
+            } onGracefulShutdown: {
+                if service.drainOnShutdown { drain.stop() } else { stop.stop() }
+            }
+        } onCancel: {
+            stop.stop()
+        }
+    }
+
+    func loop(stop: StopSignal, drain: StopSignal) throws {
+        let mapping = try ProjectionMapping.load(path: warehouse.mapping)
+        var projector: Projector?
+        var backoff = 1.0
+        while !stop.isStopped {
+            do {
+                if projector == nil {
+                    let log = try EventLog.openForReading(path: config.log.path)
+                    projector = try Projector(mapping: mapping, target: warehouse.target(), log: log, logger: logger)
+                    logger.info("projecting", metadata: ["cdc.warehouse.schema": "\(warehouse.schema)", "cdc.projection.seq": "\(projector!.position)"])
+                }
+                let step = try projector!.step()
+                if step.records == 0 {
+                    if drain.isStopped { break }
+                    CaptureStream.sleep(seconds: idle, stop: stop)
+                } else {
+                    backoff = 1
+                    logger.debug("projected", metadata: ["cdc.projection.records": "\(step.records)", "cdc.projection.seq": "\(projector!.position)"])
+                }
+            } catch {
+                let transient = (error as? WarehouseError)?.isTransient ?? (error is PGError)
+                guard transient, !drainOnShutdown else { throw error }
+                logger.warning("projection failed; retrying", metadata: ["cdc.error": "\(error)", "cdc.retry.seconds": "\(backoff)"])
+                projector = nil
+                CaptureStream.sleep(seconds: backoff, stop: stop)
+                backoff = min(backoff * 2, 30)
+            }
+        }
+        if let projector {
+            logger.info("projection stopped", metadata: ["cdc.projection.seq": "\(projector.position)"])
+        }
+    }
+}
+
+extension Config {
+    /// Creates the warehouse schema of [warehouse] (or of `schema`) with the mapping's DDL, or checks
+    /// it, after checking the mapping against the log. Returns true when it created the schema.
+    public func prepareWarehouse(schema: String? = nil) throws -> (created: Bool, mapping: ProjectionMapping) {
+        guard let warehouse else { throw ConfigError("config has no [warehouse] section: add url, schema and mapping") }
+        let mapping = try ProjectionMapping.load(path: warehouse.mapping)
+        let log = try EventLog.openForReading(path: self.log.path)
+        guard let identity = try log.sourceIdentity() else { throw ConfigError("the log at \(self.log.path) is not initialised: run `cdc init`") }
+        try WarehouseSchema.checkSource(mapping, log: log)
+        let connection = try warehouse.target(schema: schema).connect(application: "cdc")
+        let created = try WarehouseSchema.prepare(connection, schema: schema ?? warehouse.schema, mapping: mapping,
+                                                  logSource: WarehouseSchema.logSource(identity))
+        return (created, mapping)
+    }
+}

@@ -1,0 +1,363 @@
+import EventLog
+import PGClient
+
+/// Folds the changes of a source table (and of the tables that complete it later) into a fact table.
+///
+/// Facts are not kept in memory between batches: before each batch, the rows the batch will update,
+/// delete or look up are fetched from the warehouse (``prefetch(_:connection:schema:)``), so memory
+/// follows the batch, not the table.
+final class FactProjector {
+    /// One fact row in the batch.
+    final class Row {
+        var row: [String?]
+        /// The business keys the row's dimension (or fact) keys were resolved from, per lookup.
+        var lookupKeys: [[String?]]
+        /// In the warehouse already: flush UPDATEs it (by `identity`), else INSERTs it.
+        var existed: Bool
+        /// The identity of the warehouse row (surrogate key or grain, as stored).
+        var identity: [String?]
+
+        init(row: [String?], lookupKeys: [[String?]], existed: Bool, identity: [String?]) {
+            self.row = row
+            self.lookupKeys = lookupKeys
+            self.existed = existed
+            self.identity = identity
+        }
+    }
+
+    /// A lookup: the warehouse column and where its key comes from.
+    enum LookupTarget {
+        case dimension(DimensionProjector)
+        case fact(FactProjector)
+    }
+
+    /// A source table completing the fact (`updated_by`).
+    struct Milestone {
+        let spec: ProjectionMapping.FactUpdate
+        let columns: [Int]
+        /// Source columns: the match (in grain order), then the columns.
+        let wanted: [String]
+        var plans: [UInt64: SourcePlan] = [:]
+    }
+
+    let spec: ProjectionMapping.Fact
+    let layout: TableLayout
+    let keyColumn: Int?
+    let grainColumns: [Int]
+    let valueColumns: [Int]
+    let dateColumns: [Int]
+    let timeColumns: [Int]
+    let lookupColumns: [Int]
+    var lookupTargets: [LookupTarget] = []
+    var milestones: [Milestone]
+    /// Facts deleted with this one (`deleted_with`), and the column pointing here.
+    var children: [(fact: FactProjector, column: Int)] = []
+    /// Own source columns: grain, values, date sources, time sources, lookup business keys.
+    let wanted: [String]
+    let valueRange: Range<Int>, dateRange: Range<Int>, timeRange: Range<Int>
+    let lookupRanges: [Range<Int>]
+    let cLSN, cCreated, cUpdated: Int
+    var plans: [UInt64: SourcePlan] = [:]
+    var nextKey: Int64 = 1
+
+    // Batch state.
+    var rows: [[String?]: Row] = [:]
+    var deletedIdentities: [[String?]] = []
+    /// Parent surrogate keys whose rows of this (child) fact go.
+    var cascadeKeys: [String] = []
+    var truncated = false
+    /// Milestones cleared on every row by a truncate of their source: (column positions, context).
+    var clearedMilestones: [([Int], ChangeContext)] = []
+
+    init(spec: ProjectionMapping.Fact, catalog: [String: WarehouseColumn]) throws {
+        self.spec = spec
+        let dates = spec.dates.keys.sorted(), times = spec.times.keys.sorted()
+        var columns = (spec.surrogateKey.map { [$0] } ?? []) + spec.grain + spec.columns + dates + times + spec.lookups.map(\.column)
+        let milestoneStart = columns.count
+        columns += spec.updatedBy.flatMap(\.columns)
+        columns += ProjectionMapping.factColumns
+        let layout = try TableLayout(table: spec.table, columns: columns, identity: spec.surrogateKey.map { [$0] } ?? spec.grain, catalog: catalog)
+        self.layout = layout
+        keyColumn = spec.surrogateKey.map { layout[$0] }
+        grainColumns = spec.grain.map { layout[$0] }
+        valueColumns = spec.columns.map { layout[$0] }
+        dateColumns = dates.map { layout[$0] }
+        timeColumns = times.map { layout[$0] }
+        lookupColumns = spec.lookups.map { layout[$0.column] }
+        var wanted = spec.grain.map(spec.sourceColumn)
+        valueRange = wanted.count..<(wanted.count + spec.columns.count)
+        wanted += spec.columns.map(spec.sourceColumn)
+        dateRange = wanted.count..<(wanted.count + dates.count)
+        wanted += dates.map { spec.dates[$0]! }
+        timeRange = wanted.count..<(wanted.count + times.count)
+        wanted += times.map { spec.times[$0]! }
+        var ranges: [Range<Int>] = []
+        for lookup in spec.lookups {
+            ranges.append(wanted.count..<(wanted.count + lookup.sourceColumns.count))
+            wanted += lookup.sourceColumns
+        }
+        lookupRanges = ranges
+        self.wanted = wanted
+        var position = milestoneStart
+        milestones = spec.updatedBy.map { update in
+            let cols = Array(position..<(position + update.columns.count))
+            position += update.columns.count
+            let match = spec.grain.map { update.match[$0] ?? $0 }
+            return Milestone(spec: update, columns: cols, wanted: match + update.columns.map { update.rename[$0] ?? $0 })
+        }
+        cLSN = layout["source_lsn"]; cCreated = layout["created_at"]; cUpdated = layout["updated_at"]
+    }
+
+    func plan(_ relationSeq: UInt64, _ relation: RelationDefinition) -> SourcePlan {
+        if let plan = plans[relationSeq] { return plan }
+        let plan = SourcePlan(wanted, in: relation)
+        plans[relationSeq] = plan
+        return plan
+    }
+
+    func milestonePlan(_ index: Int, _ relationSeq: UInt64, _ relation: RelationDefinition) -> SourcePlan {
+        if let plan = milestones[index].plans[relationSeq] { return plan }
+        let plan = SourcePlan(milestones[index].wanted, in: relation)
+        milestones[index].plans[relationSeq] = plan
+        return plan
+    }
+
+    var grainRange: Range<Int> { 0..<grainColumns.count }
+
+    // MARK: Loading
+
+    func loadNextKey(_ connection: PGConnection, schema: String) throws {
+        guard let key = spec.surrogateKey else { return }
+        let max = try connection.execute("SELECT coalesce(max(\(quoteIdentifier(key))), 0) FROM \(quoteIdentifier(schema)).\(quoteIdentifier(spec.table))")
+        nextKey = (Int64(max.value(0, 0) ?? "0") ?? 0) + 1
+    }
+
+    /// Reads the warehouse rows of `grains` (with the business keys behind their lookups) into the batch.
+    func prefetch(_ grains: Set<[String?]>, connection: PGConnection, schema: String) throws {
+        let wanted = grains.filter { rows[$0] == nil && !$0.contains(where: { $0 == nil }) }
+        guard !wanted.isEmpty else { return }
+        let s = quoteIdentifier(schema)
+        var select = layout.columns.map { "f." + quoteIdentifier($0) }
+        for (i, lookup) in spec.lookups.enumerated() {
+            let column = "f." + quoteIdentifier(lookup.column)
+            switch lookupTargets[i] {
+            case .dimension(let d):
+                for key in d.spec.businessKey {
+                    select.append("(SELECT t.\(quoteIdentifier(key))::text FROM \(s).\(quoteIdentifier(d.spec.table)) t WHERE t.\(quoteIdentifier(d.spec.surrogateKey)) = \(column))")
+                }
+            case .fact(let f):
+                for key in f.spec.grain {
+                    select.append("(SELECT t.\(quoteIdentifier(key))::text FROM \(s).\(quoteIdentifier(f.spec.table)) t WHERE t.\(quoteIdentifier(f.spec.surrogateKey!)) = \(column))")
+                }
+            }
+        }
+        let list = Array(wanted)
+        var parameters: [String?] = []
+        var unnest: [String] = []
+        for (i, column) in grainColumns.enumerated() {
+            parameters.append(arrayLiteral(list.map { $0[i] }))
+            unnest.append("$\(i + 1)::\(layout.types[column])[]")
+        }
+        let grainList = grainColumns.map { "f." + quoteIdentifier(layout.columns[$0]) }.joined(separator: ", ")
+        let sql = "SELECT \(select.joined(separator: ", ")) FROM \(s).\(quoteIdentifier(spec.table)) f WHERE (\(grainList)) IN (SELECT * FROM unnest(\(unnest.joined(separator: ", "))))"
+        let result = try connection.query(sql, parameters)
+        let width = layout.columns.count
+        for r in 0..<result.rowCount {
+            let row = (0..<width).map { result.value(r, $0) }
+            var position = width
+            var lookupKeys: [[String?]] = []
+            for range in lookupRanges {
+                lookupKeys.append((0..<range.count).map { i in result.value(r, position + i) })
+                position += range.count
+            }
+            rows[grainColumns.map { row[$0] }] = Row(row: row, lookupKeys: lookupKeys, existed: true, identity: layout.identity.map { row[$0] })
+        }
+    }
+
+    /// The grains (from the before and after images) a change of the fact's own source touches.
+    func grains(of record: Record, plan: SourcePlan) -> [[String?]] {
+        guard case .row(_, let before, let after) = record.body else { return [] }
+        return [before, after].compactMap { $0.map { plan.values($0, grainRange) } }
+    }
+
+    // MARK: Folding the fact's own source
+
+    func apply(_ record: Record, plan: SourcePlan, _ ctx: ChangeContext, clock: WarehouseClock) {
+        guard case .row(_, let before, let after) = record.body else {
+            if record.header.op == .truncate { truncate() }
+            return
+        }
+        switch record.header.op {
+        case .snapshot, .insert, .update:
+            guard let after else { return }
+            let grain = plan.values(after, grainRange)
+            let old = before.map { plan.values($0, grainRange) } ?? grain
+            if let existing = rows[old] ?? rows[grain] {
+                if old != grain { rows[old] = nil; rows[grain] = existing }
+                update(existing, after, plan: plan, ctx, clock: clock)
+            } else {
+                insert(grain, after, plan: plan, ctx, clock: clock)
+            }
+        case .delete:
+            guard let before else { return }
+            delete(plan.values(before, grainRange))
+        default:
+            break
+        }
+    }
+
+    func insert(_ grain: [String?], _ after: [Datum], plan: SourcePlan, _ ctx: ChangeContext, clock: WarehouseClock) {
+        guard !grain.contains(where: { $0 == nil }) else { return }
+        var row = [String?](repeating: nil, count: layout.columns.count)
+        if let keyColumn {
+            row[keyColumn] = String(nextKey)
+            nextKey += 1
+        }
+        for (i, column) in grainColumns.enumerated() { row[column] = grain[i] }
+        var lookupKeys: [[String?]] = []
+        for (i, range) in lookupRanges.enumerated() {
+            let key = plan.values(after, range)
+            lookupKeys.append(key)
+            row[lookupColumns[i]] = resolve(i, key, ctx)
+        }
+        let fact = Row(row: row, lookupKeys: lookupKeys, existed: false, identity: [])
+        setValues(fact, after, plan: plan, clock: clock)
+        fact.row[cCreated] = ctx.timestamp
+        fact.row[cLSN] = ctx.lsnText
+        rows[grain] = fact
+    }
+
+    func update(_ fact: Row, _ after: [Datum], plan: SourcePlan, _ ctx: ChangeContext, clock: WarehouseClock) {
+        for (i, column) in grainColumns.enumerated() {
+            if case .value(let v) = plan.incoming(after, i) { fact.row[column] = v }
+        }
+        for (i, range) in lookupRanges.enumerated() {
+            let key = plan.values(after, range)
+            if key != fact.lookupKeys[i] {
+                // Re-pointed only when the business key changed: to the version current now.
+                fact.lookupKeys[i] = key
+                fact.row[lookupColumns[i]] = resolve(i, key, ctx)
+            }
+        }
+        setValues(fact, after, plan: plan, clock: clock)
+        fact.row[cUpdated] = ctx.timestamp
+        fact.row[cLSN] = ctx.lsnText
+    }
+
+    /// Copies the value columns and computes the date and time keys (an unchanged TOAST value keeps the row's).
+    func setValues(_ fact: Row, _ after: [Datum], plan: SourcePlan, clock: WarehouseClock) {
+        for (i, column) in valueColumns.enumerated() {
+            if case .value(let v) = plan.incoming(after, valueRange.lowerBound + i) { fact.row[column] = v }
+        }
+        for (i, column) in dateColumns.enumerated() {
+            if case .value(let v) = plan.incoming(after, dateRange.lowerBound + i) { fact.row[column] = v.flatMap { clock.keys(of: $0) }.map { String($0.date) } }
+        }
+        for (i, column) in timeColumns.enumerated() {
+            if case .value(let v) = plan.incoming(after, timeRange.lowerBound + i) { fact.row[column] = v.flatMap { clock.keys(of: $0) }.map { String($0.time) } }
+        }
+    }
+
+    func resolve(_ lookup: Int, _ key: [String?], _ ctx: ChangeContext) -> String {
+        switch lookupTargets[lookup] {
+        case .dimension(let d): return d.resolve(key, ctx)
+        case .fact(let f): return f.key(of: key) ?? "-1"
+        }
+    }
+
+    /// The surrogate key of the fact row with `grain`, nil when there is none.
+    func key(of grain: [String?]) -> String? {
+        guard let keyColumn, let row = rows[grain] else { return nil }
+        return row.row[keyColumn]
+    }
+
+    func delete(_ grain: [String?]) {
+        guard let fact = rows.removeValue(forKey: grain) else { return }
+        if fact.existed { deletedIdentities.append(fact.identity) }
+        if let keyColumn, let key = fact.row[keyColumn] {
+            for child in children { child.fact.parentDeleted(key, column: child.column) }
+        }
+    }
+
+    /// A parent fact row went: so do this fact's rows pointing at it.
+    func parentDeleted(_ key: String, column: Int) {
+        cascadeKeys.append(key)
+        for (grain, fact) in rows where fact.row[column] == key { delete(grain) }
+    }
+
+    func truncate() {
+        truncated = true
+        rows = [:]
+        deletedIdentities = []
+        cascadeKeys = []
+        clearedMilestones = []
+        for child in children { child.fact.truncate() }
+    }
+
+    // MARK: Milestones (updated_by)
+
+    /// The grains a change of milestone `index`'s source touches.
+    func milestoneGrains(_ record: Record, plan: SourcePlan) -> [[String?]] {
+        guard case .row(_, let before, let after) = record.body else { return [] }
+        return [before, after].compactMap { $0.map { plan.values($0, grainRange) } }
+    }
+
+    func applyMilestone(_ index: Int, _ record: Record, plan: SourcePlan, _ ctx: ChangeContext) {
+        let milestone = milestones[index]
+        let clear = milestone.spec.onDelete == "clear"
+        guard case .row(_, let before, let after) = record.body else {
+            if record.header.op == .truncate, clear {
+                clearedMilestones.append((milestone.columns, ctx))
+                for (_, fact) in rows { set(fact, milestone.columns, nil, ctx) }
+            }
+            return
+        }
+        let first = grainColumns.count
+        switch record.header.op {
+        case .snapshot, .insert, .update:
+            guard let after else { return }
+            let grain = plan.values(after, grainRange)
+            if let before, case let old = plan.values(before, grainRange), old != grain, clear, let fact = rows[old] {
+                set(fact, milestone.columns, nil, ctx)
+            }
+            guard let fact = rows[grain] else { return }
+            for (i, column) in milestone.columns.enumerated() {
+                if case .value(let v) = plan.incoming(after, first + i) { fact.row[column] = v }
+            }
+            fact.row[cUpdated] = ctx.timestamp
+            fact.row[cLSN] = ctx.lsnText
+        case .delete:
+            guard clear, let before, let fact = rows[plan.values(before, grainRange)] else { return }
+            set(fact, milestone.columns, nil, ctx)
+        default:
+            break
+        }
+    }
+
+    func set(_ fact: Row, _ columns: [Int], _ value: String?, _ ctx: ChangeContext) {
+        for column in columns { fact.row[column] = value }
+        fact.row[cUpdated] = ctx.timestamp
+        fact.row[cLSN] = ctx.lsnText
+    }
+
+    // MARK: Writing
+
+    /// The batch's writes, in the order they must run; resets the batch.
+    func drain() -> (truncated: Bool, cleared: [([Int], ChangeContext)], deleted: [[String?]], cascade: [String], updates: [Row], inserts: [[String?]]) {
+        var updates: [Row] = [], inserts: [[String?]] = []
+        let ordered = rows.values.sorted { a, b in
+            guard let k = keyColumn else { return (a.row[grainColumns[0]] ?? "") < (b.row[grainColumns[0]] ?? "") }
+            return Int64(a.row[k] ?? "0")! < Int64(b.row[k] ?? "0")!
+        }
+        for fact in ordered {
+            if fact.existed { updates.append(fact) } else { inserts.append(fact.row) }
+        }
+        defer {
+            rows = [:]
+            deletedIdentities = []
+            cascadeKeys = []
+            truncated = false
+            clearedMilestones = []
+        }
+        return (truncated, clearedMilestones, deletedIdentities, cascadeKeys, updates, inserts)
+    }
+}

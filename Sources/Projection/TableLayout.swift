@@ -1,0 +1,82 @@
+/// The columns the projector writes to one warehouse table, in a fixed order, with their SQL types as
+/// the warehouse catalog reports them. A row is `[String?]` in this order: PostgreSQL text values,
+/// nil for NULL.
+final class TableLayout {
+    let table: String
+    let columns: [String]
+    let index: [String: Int]
+    /// SQL type of each column (`format_type`), e.g. `integer`, `numeric(10,2)`.
+    let types: [String]
+    /// NOT NULL in the warehouse, per column.
+    let notNull: [Bool]
+    /// Columns that identify a row for UPDATE and DELETE: the surrogate key, or the grain.
+    let identity: [Int]
+
+    init(table: String, columns: [String], identity: [String], catalog: [String: WarehouseColumn]) throws {
+        self.table = table
+        self.columns = columns
+        var index: [String: Int] = [:]
+        for (i, c) in columns.enumerated() { index[c] = i }
+        self.index = index
+        var types: [String] = [], notNull: [Bool] = []
+        for c in columns {
+            guard let info = catalog[c] else { throw MappingError("warehouse table \(table) has no column \(c)") }
+            types.append(info.type)
+            notNull.append(info.notNull)
+        }
+        self.types = types
+        self.notNull = notNull
+        self.identity = identity.map { index[$0]! }
+    }
+
+    /// Column position by name (the mapping was checked against the layout).
+    subscript(_ name: String) -> Int { index[name]! }
+
+    /// The comma-separated, quoted column list.
+    var columnList: String { columns.map(quoteIdentifier).joined(separator: ", ") }
+
+    /// Appends `row` as one line of COPY text format.
+    static func appendCopyLine(_ row: [String?], to out: inout [UInt8]) {
+        for (i, value) in row.enumerated() {
+            if i > 0 { out.append(0x09) }
+            guard let value else { out.append(0x5C); out.append(0x4E); continue }  // \N
+            for byte in value.utf8 {
+                switch byte {
+                case 0x5C: out.append(0x5C); out.append(0x5C)
+                case 0x09: out.append(0x5C); out.append(0x74)
+                case 0x0A: out.append(0x5C); out.append(0x6E)
+                case 0x0D: out.append(0x5C); out.append(0x72)
+                default: out.append(byte)
+                }
+            }
+        }
+        out.append(0x0A)
+    }
+}
+
+/// One column of a warehouse table, from the catalog.
+struct WarehouseColumn: Sendable {
+    var type: String
+    var notNull: Bool
+}
+
+/// A double-quoted SQL identifier.
+func quoteIdentifier(_ name: String) -> String {
+    "\"" + name.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+}
+
+/// A PostgreSQL array literal of text elements (`{"a","b",NULL}`), for `= ANY($1::type[])`.
+func arrayLiteral(_ values: [String?]) -> String {
+    var out = "{"
+    for (i, value) in values.enumerated() {
+        if i > 0 { out += "," }
+        guard let value else { out += "NULL"; continue }
+        out += "\""
+        for c in value.unicodeScalars {
+            if c == "\"" || c == "\\" { out += "\\" }
+            out.unicodeScalars.append(c)
+        }
+        out += "\""
+    }
+    return out + "}"
+}

@@ -1,0 +1,170 @@
+import EventLog
+import Foundation
+import PGClient
+
+/// A problem with the warehouse (unreachable, another schema version, another log), in one line.
+public struct WarehouseError: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    /// Retrying later may succeed (the warehouse is unreachable, or its checkpoint moved); else
+    /// something must change first (the mapping, the schema, the config).
+    public var isTransient: Bool
+    public init(_ message: String, transient: Bool = false) {
+        self.message = message
+        isTransient = transient
+    }
+    public var description: String { message }
+}
+
+/// Where a projection writes: a schema in a warehouse database, holding the mapping's tables and the
+/// checkpoint (`cdc_checkpoint`: the last applied log position, written with the rows).
+public struct WarehouseTarget: Sendable {
+    /// libpq connection string; secret: never logged.
+    public var url: String
+    public var schema: String
+    public var clock: WarehouseClock
+
+    public init(url: String, schema: String, clock: WarehouseClock) {
+        self.url = url
+        self.schema = schema
+        self.clock = clock
+    }
+
+    /// Session settings of every warehouse connection: values read back have the log's text forms.
+    static let sessionOptions = "-c datestyle=ISO,\\ YMD -c timezone=UTC -c extra_float_digits=3 -c intervalstyle=postgres -c bytea_output=hex -c client_encoding=UTF8"
+
+    /// Connects, with the session settings and an application name.
+    public func connect(application: String = "cdc-projector") throws -> PGConnection {
+        do {
+            return try PGConnection(conninfo: url, overrides: ["options": Self.sessionOptions, "fallback_application_name": application])
+        } catch let error as PGError {
+            throw WarehouseError("cannot connect to the warehouse ([warehouse] url): \(error.message)", transient: !error.isAuthenticationFailure)
+        }
+    }
+}
+
+/// The checkpoint row of a warehouse schema.
+public struct Checkpoint: Sendable, Equatable {
+    public var projection: String
+    public var schemaVersion: Int
+    public var lastSeq: UInt64
+    public var lastLSN: String?
+    public var lastCommitTime: String?
+    /// The log's source (system identifier/database/slot), so that another log is never applied on top.
+    public var logSource: String?
+}
+
+/// Creating and checking a warehouse schema.
+public enum WarehouseSchema {
+    static let checkpointDDL = """
+        CREATE TABLE IF NOT EXISTS cdc_checkpoint (
+            projection        text        NOT NULL PRIMARY KEY,  -- the mapping's name
+            schema_version    integer     NOT NULL,              -- the mapping's schema_version
+            last_seq          bigint      NOT NULL,              -- last log record applied (0: none)
+            last_lsn          pg_lsn,                            -- its source commit LSN
+            last_commit_time  timestamptz,                       -- its source commit time
+            log_source        text                               -- system_identifier/database/slot of the log
+        );
+        """
+
+    /// `system_identifier/database/slot` of a log.
+    public static func logSource(_ identity: SourceIdentity) -> String {
+        "\(identity.systemIdentifier)/\(identity.database)/\(identity.slot)"
+    }
+
+    /// Reads the checkpoint of `schema`; nil when the schema or its checkpoint table does not exist.
+    public static func checkpoint(_ connection: PGConnection, schema: String, projection: String) throws -> Checkpoint? {
+        let exists = try connection.query("SELECT to_regclass($1) IS NOT NULL", [quoteIdentifier(schema) + ".cdc_checkpoint"])
+        guard exists.value(0, 0) == "t" else { return nil }
+        let result = try connection.query("SELECT projection, schema_version, last_seq, last_lsn, last_commit_time, log_source FROM \(quoteIdentifier(schema)).cdc_checkpoint")
+        guard result.rowCount > 0 else { return nil }
+        let row = (0..<result.rowCount).first { result.value($0, 0) == projection } ?? 0
+        return Checkpoint(projection: result.value(row, 0) ?? "", schemaVersion: Int(result.value(row, 1) ?? "") ?? 0,
+                          lastSeq: UInt64(result.value(row, 2) ?? "") ?? 0, lastLSN: result.value(row, 3),
+                          lastCommitTime: result.value(row, 4), logSource: result.value(row, 5))
+    }
+
+    /// Refuses a checkpoint written by another mapping, schema version or log.
+    public static func check(_ checkpoint: Checkpoint, schema: String, mapping: ProjectionMapping, logSource: String) throws {
+        guard checkpoint.projection == mapping.name else {
+            throw WarehouseError("warehouse schema \(schema) holds projection \(checkpoint.projection), not \(mapping.name) (mapping \(mapping.path)): use another schema")
+        }
+        guard checkpoint.schemaVersion == mapping.schemaVersion else {
+            throw WarehouseError("warehouse schema \(schema) was built with schema_version \(checkpoint.schemaVersion) of \(mapping.name), the mapping has \(mapping.schemaVersion): rebuild with `cdc replay --schema NEW --swap`, or use the matching mapping")
+        }
+        if let source = checkpoint.logSource, source != logSource {
+            throw WarehouseError("warehouse schema \(schema) was projected from another log (source \(source), this log's is \(logSource)): use another schema")
+        }
+    }
+
+    /// The columns of every table of `schema`: table → column → type and nullability.
+    static func catalog(_ connection: PGConnection, schema: String) throws -> [String: [String: WarehouseColumn]] {
+        let result = try connection.query("""
+            SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull
+            FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
+            """, [schema])
+        var tables: [String: [String: WarehouseColumn]] = [:]
+        for r in 0..<result.rowCount {
+            tables[result.value(r, 0)!, default: [:]][result.value(r, 1)!] = WarehouseColumn(type: result.value(r, 2)!, notNull: result.value(r, 3) == "t")
+        }
+        return tables
+    }
+
+    /// Creates `schema` with the mapping's DDL and a checkpoint at the start of the log, or checks an
+    /// existing one; all in one transaction, so a failure leaves nothing behind. Returns true when it
+    /// created the schema.
+    @discardableResult
+    public static func prepare(_ connection: PGConnection, schema: String, mapping: ProjectionMapping, logSource: String) throws -> Bool {
+        let quoted = quoteIdentifier(schema)
+        try connection.execute("BEGIN")
+        do {
+            let created: Bool
+            if let existing = try checkpoint(connection, schema: schema, projection: mapping.name) {
+                try check(existing, schema: schema, mapping: mapping, logSource: logSource)
+                created = false
+            } else {
+                let tables = try connection.query("""
+                    SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                    WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm')
+                    """, [schema])
+                if let count = Int(tables.value(0, 0) ?? "0"), count > 0 {
+                    throw WarehouseError("schema \(schema) already holds \(count) tables or views but no cdc checkpoint: it is not a cdc warehouse; choose another schema or drop it")
+                }
+                try connection.execute("CREATE SCHEMA IF NOT EXISTS \(quoted)")
+                try connection.execute("SET LOCAL search_path TO \(quoted)")
+                for file in mapping.ddl {
+                    guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+                        throw WarehouseError("cannot read DDL file \(file) named by mapping \(mapping.path)")
+                    }
+                    do {
+                        try connection.execute(text)
+                    } catch let error as PGError {
+                        throw WarehouseError("DDL file \(file) failed in schema \(schema): \(error.message)")
+                    }
+                }
+                try connection.execute(checkpointDDL)
+                try connection.query("INSERT INTO cdc_checkpoint (projection, schema_version, last_seq, log_source) VALUES ($1, $2, 0, $3)",
+                                     [mapping.name, String(mapping.schemaVersion), logSource])
+                created = true
+            }
+            let catalog = try catalog(connection, schema: schema)
+            try mapping.check(warehouseColumns: catalog.mapValues { Set($0.keys) }, schema: schema)
+            try connection.execute("COMMIT")
+            return created
+        } catch {
+            _ = try? connection.execute("ROLLBACK")
+            throw error
+        }
+    }
+
+    /// Checks the mapping's source side against the tables of the log (latest relation versions).
+    public static func checkSource(_ mapping: ProjectionMapping, log: EventLog) throws {
+        var relations: [String: Set<String>] = [:]
+        for (_, seq) in try log.relationIndex() {
+            if let record = try log.record(seq), case .relation(let definition) = record.body {
+                relations[definition.qualifiedName] = Set(definition.columns.map(\.name))
+            }
+        }
+        try mapping.check(relations: relations)
+    }
+}
