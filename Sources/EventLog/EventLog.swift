@@ -1,3 +1,4 @@
+import Synchronization
 import CLMDB
 import Foundation
 
@@ -46,7 +47,39 @@ public final class EventLog: @unchecked Sendable {
         FileManager.default.fileExists(atPath: path + "/data.mdb")
     }
 
-    init(path: String, readOnly: Bool, create: Bool) throws {
+    /// One instance per log directory in this process (weakly held).
+    ///
+    /// LMDB forbids opening one environment twice in a process: the second open takes the first's
+    /// POSIX locks for its own, may reset the shared reader table, and closing it drops the first's
+    /// locks, after which the writer can reuse pages a reader of this process still reads. So the
+    /// writer, the history indexer and the projector of `cdc run` all share one environment.
+    private static let registry = Mutex<[String: WeakLog]>([:])
+
+    private final class WeakLog: @unchecked Sendable {
+        weak var log: EventLog?
+        init(_ log: EventLog) { self.log = log }
+    }
+
+    /// The process's instance for `path`, opened when there is none. A log whose files this process
+    /// may write is opened read-write (so that a writer can share it); `forWriting` requires that.
+    static func shared(path: String, forWriting: Bool) throws -> EventLog {
+        let key = URL(fileURLWithPath: path).standardizedFileURL.resolvingSymlinksInPath().path
+        return try registry.withLock { logs in
+            if let log = logs[key]?.log {
+                if forWriting && log.environment.readOnly {
+                    throw EventLogError("the log at \(path) is open read-only in this process and cannot be written")
+                }
+                return log
+            }
+            let writable = forWriting || (access(path + "/data.mdb", W_OK) == 0 && access(path + "/lock.mdb", W_OK) == 0)
+            let log = try EventLog(path: path, readOnly: !forWriting, environmentReadOnly: !writable, create: forWriting)
+            logs[key] = WeakLog(log)
+            return log
+        }
+    }
+
+    /// `readOnly`: only existing sub-databases, no format stamp. `environmentReadOnly`: MDB_RDONLY.
+    private init(path: String, readOnly: Bool, environmentReadOnly: Bool, create: Bool) throws {
         self.path = path
         let exists = FileManager.default.fileExists(atPath: path + "/data.mdb")
         if !exists {
@@ -60,7 +93,9 @@ public final class EventLog: @unchecked Sendable {
             }
         }
         do {
-            environment = try LMDBEnvironment(path: path, readOnly: readOnly)
+            // A large map (address space, not disk) so that the writer almost never has to grow it
+            // while readers of this process hold transactions.
+            environment = try LMDBEnvironment(path: path, readOnly: environmentReadOnly, mapSize: 1 << 38)
         } catch let error as LMDBError {
             throw EventLogError("cannot open event log at \(path): \(error.message)")
         }

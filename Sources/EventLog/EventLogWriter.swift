@@ -47,7 +47,7 @@ public final class EventLogWriter: @unchecked Sendable {
             throw EventLogError("no event log at \(path): run `cdc init` first, or pass the right --log/--config")
         }
         lockDescriptor = try Self.lockExclusively(directory: path)
-        log = try EventLog(path: path, readOnly: false, create: true)
+        log = try EventLog.shared(path: path, forWriting: true)
         durable = try log.position()
         durableFrontier = try log.frontier()
         writtenFrontier = durableFrontier
@@ -272,6 +272,6 @@ public final class EventLogWriter: @unchecked Sendable {
 extension EventLog {
     /// Opens a log for reading only; it may be written by a running `cdc run` meanwhile.
     public static func openForReading(path: String) throws -> EventLog {
-        try EventLog(path: path, readOnly: true, create: false)
+        try EventLog.shared(path: path, forWriting: false)
     }
 }

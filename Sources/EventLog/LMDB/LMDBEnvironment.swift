@@ -7,10 +7,16 @@ import Glibc
 ///
 /// Write transactions must stay on the thread that began them; the writer of the event log owns one
 /// thread for that. Read transactions use `MDB_NOTLS`, so they may be used from any single thread at a time.
+///
+/// Changing the map size is only allowed while no transaction of this process is open on the
+/// environment (lmdb.h, `mdb_env_set_mapsize`): every transaction holds `resizeLock` shared, and a
+/// resize holds it exclusively.
 public final class LMDBEnvironment: @unchecked Sendable {
     let env: OpaquePointer
     /// Whether the environment was opened with `MDB_RDONLY`.
     public let readOnly: Bool
+    /// Shared by transactions, exclusive for a map resize (reader-preferring: nested reads are safe).
+    private let resizeLock = UnsafeMutablePointer<pthread_rwlock_t>.allocate(capacity: 1)
 
     /// Opens (and, unless read-only, creates) the environment in directory `path`.
     public init(path: String, readOnly: Bool, mapSize: Int = 1 << 30, maxDatabases: UInt32 = 16) throws {
@@ -19,6 +25,7 @@ public final class LMDBEnvironment: @unchecked Sendable {
         guard let env else { throw LMDBError(call: "mdb_env_create", code: ENOMEM) }
         self.env = env
         self.readOnly = readOnly
+        pthread_rwlock_init(resizeLock, nil)
         do {
             try LMDBError.check(mdb_env_set_maxdbs(env, maxDatabases), "mdb_env_set_maxdbs")
             try LMDBError.check(mdb_env_set_maxreaders(env, 256), "mdb_env_set_maxreaders")
@@ -30,11 +37,17 @@ public final class LMDBEnvironment: @unchecked Sendable {
             _ = mdb_reader_check(env, &dead)
         } catch {
             mdb_env_close(env)
+            pthread_rwlock_destroy(resizeLock)
+            resizeLock.deallocate()
             throw error
         }
     }
 
-    deinit { mdb_env_close(env) }
+    deinit {
+        mdb_env_close(env)
+        pthread_rwlock_destroy(resizeLock)
+        resizeLock.deallocate()
+    }
 
     /// The current map size (the maximum size of the data file) in bytes.
     public var mapSize: Int {
@@ -43,8 +56,11 @@ public final class LMDBEnvironment: @unchecked Sendable {
         return info.me_mapsize
     }
 
-    /// Sets the map size; 0 adopts the size another process grew the map to.
+    /// Sets the map size; 0 adopts the size another process grew the map to. Waits until no other
+    /// thread of this process has a transaction open; the caller must have none.
     public func setMapSize(_ size: Int) throws {
+        pthread_rwlock_wrlock(resizeLock)
+        defer { pthread_rwlock_unlock(resizeLock) }
         try LMDBError.check(mdb_env_set_mapsize(env, size), "mdb_env_set_mapsize")
     }
 
@@ -56,6 +72,8 @@ public final class LMDBEnvironment: @unchecked Sendable {
     public func openDatabase(_ name: String, create: Bool, sortedDuplicates: Bool = false) throws -> LMDBDatabase {
         var dbi: MDB_dbi = 0
         var txn: OpaquePointer?
+        pthread_rwlock_rdlock(resizeLock)
+        defer { pthread_rwlock_unlock(resizeLock) }
         try LMDBError.check(mdb_txn_begin(env, nil, create ? 0 : UInt32(MDB_RDONLY), &txn), "mdb_txn_begin")
         var flags: UInt32 = create ? UInt32(MDB_CREATE) : 0
         if sortedDuplicates { flags |= UInt32(MDB_DUPSORT | MDB_DUPFIXED) }
@@ -84,11 +102,14 @@ public final class LMDBEnvironment: @unchecked Sendable {
         while true {
             attempts += 1
             var txn: OpaquePointer?
+            pthread_rwlock_rdlock(resizeLock)
             let code = mdb_txn_begin(env, nil, readOnly ? UInt32(MDB_RDONLY) : 0, &txn)
             if code == MDB_MAP_RESIZED, attempts < 5 {
+                pthread_rwlock_unlock(resizeLock)
                 try setMapSize(0)
                 continue
             }
+            defer { pthread_rwlock_unlock(resizeLock) }
             try LMDBError.check(code, "mdb_txn_begin")
             let transaction = LMDBTransaction(txn: txn!)
             do {
