@@ -146,7 +146,8 @@ final class FactProjector {
         if let overlay {
             for grain in wanted {
                 if let fact = overlay.rows[grain] {
-                    let copy = Row(row: fact.row, lookupKeys: fact.lookupKeys, existed: true, identity: fact.identity)
+                    // Once the batch in flight commits, the row is stored as it left it.
+                    let copy = Row(row: fact.row, lookupKeys: fact.lookupKeys, existed: true, identity: layout.identity.map { fact.row[$0] })
                     copy.originalGrain = grain
                     rows[grain] = copy
                     noteParent(copy, grain)
@@ -391,21 +392,22 @@ final class FactProjector {
         var truncated: Bool
         var cleared: [([Int], ChangeContext)]
         var deleted: [[String?]]
-        /// Grains of the warehouse rows in `deleted` (for the next batch's view of this one).
-        var deletedGrains: [[String?]]
+        /// Grains of the warehouse rows that `deleted` removes or whose grain changed (for the next
+        /// batch's view of this one).
+        var deletedGrains: Set<[String?]>
         var cascade: [String]
-        var updates: [Row]
-        var inserts: [Row]
+        /// Every row the batch leaves, by grain: rows with `existed` are updated, the others inserted.
+        var rows: [[String?]: Row]
     }
 
     /// The batch's writes; resets the batch.
     func drain() -> Writes {
-        var updates: [Row] = [], inserts: [Row] = []
-        for fact in rows.values {
-            if fact.existed { updates.append(fact) } else { inserts.append(fact) }
+        var gone = Set(deletedGrains)
+        for (grain, fact) in rows {
+            if let original = fact.originalGrain, original != grain { gone.insert(original) }
         }
-        let writes = Writes(truncated: truncated, cleared: clearedMilestones, deleted: deletedIdentities, deletedGrains: deletedGrains,
-                            cascade: cascadeKeys, updates: updates, inserts: inserts)
+        let writes = Writes(truncated: truncated, cleared: clearedMilestones, deleted: deletedIdentities, deletedGrains: gone,
+                            cascade: cascadeKeys, rows: rows)
         rows = [:]
         rowsByParent = [:]
         deletedIdentities = []
@@ -417,23 +419,14 @@ final class FactProjector {
     }
 
     /// The rows a batch in flight (written, not yet committed) leaves, as the next batch must see
-    /// them instead of the warehouse's: its rows by grain, and the grains it deletes.
+    /// them instead of the warehouse's: its rows by grain, and the grains it deletes. Read only.
     struct Overlay {
-        var rows: [[String?]: Row] = [:]
-        var deleted: Set<[String?]> = []
+        let rows: [[String?]: Row]
+        let deleted: Set<[String?]>
 
-        init() {}
-
-        init(_ writes: Writes, grainColumns: [Int], keyColumn: Int?, identity: [Int]) {
-            deleted = Set(writes.deletedGrains)
-            for fact in writes.updates + writes.inserts {
-                let grain = grainColumns.map { fact.row[$0] }
-                if let original = fact.originalGrain, original != grain { deleted.insert(original) }
-                deleted.remove(grain)
-                let copy = Row(row: fact.row, lookupKeys: fact.lookupKeys, existed: true, identity: identity.map { fact.row[$0] })
-                copy.originalGrain = grain
-                rows[grain] = copy
-            }
+        init(_ writes: Writes) {
+            rows = writes.rows
+            deleted = writes.deletedGrains
         }
     }
 }

@@ -176,7 +176,7 @@ public final class Projector {
                 var overlays: [ObjectIdentifier: FactProjector.Overlay] = [:]
                 if let inFlight {
                     for (f, writes) in inFlight.facts {
-                        overlays[ObjectIdentifier(f)] = FactProjector.Overlay(writes, grainColumns: f.grainColumns, keyColumn: f.keyColumn, identity: f.layout.identity)
+                        overlays[ObjectIdentifier(f)] = FactProjector.Overlay(writes)
                     }
                 }
                 // The batch before the one in flight is committed once the writer is idle.
@@ -366,8 +366,12 @@ public final class Projector {
            let lookup = f.spec.lookups.first(where: { $0.target == .fact(parent) }) {
             try connection.query("DELETE FROM \(table) WHERE \(quoteIdentifier(lookup.column)) = ANY($1::bigint[])", [arrayLiteral(batch.cascade)])
         }
-        try update(f.layout, batch.updates.map { ($0.identity, $0.row) })
-        try copy(batch.inserts.map(\.row), into: table, layout: f.layout)
+        var updates: [(identity: [String?], row: [String?])] = [], inserts: [[String?]] = []
+        for fact in batch.rows.values {
+            if fact.existed { updates.append((fact.identity, fact.row)) } else { inserts.append(fact.row) }
+        }
+        try update(f.layout, updates)
+        try copy(inserts, into: table, layout: f.layout)
     }
 
     /// `(identity columns) IN (SELECT * FROM unnest($1::t1[], ...))`.
