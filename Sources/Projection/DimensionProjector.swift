@@ -122,13 +122,12 @@ final class DimensionProjector {
 
     // MARK: Folding
 
-    func apply(_ record: Record, plan: SourcePlan, _ ctx: ChangeContext) {
-        guard case .row(_, let before, let after) = record.body else {
-            if record.header.op == .truncate { truncate(ctx) }
-            return
-        }
+    func apply(_ record: ChangeRecord, plan: SourcePlan, _ ctx: ChangeContext) {
+        let before = record.before, after = record.after
         let keyRange = 0..<businessKeyColumns.count
         switch record.header.op {
+        case .truncate:
+            truncate(ctx)
         case .snapshot, .insert:
             if let after { upsert(after, oldKey: nil, plan: plan, changeType: "INSERT", ctx) }
         case .update:
@@ -140,7 +139,7 @@ final class DimensionProjector {
         }
     }
 
-    func upsert(_ after: [Datum], oldKey: [String?]?, plan: SourcePlan, changeType: String, _ ctx: ChangeContext) {
+    func upsert(_ after: [Incoming], oldKey: [String?]?, plan: SourcePlan, changeType: String, _ ctx: ChangeContext) {
         let key = plan.values(after, 0..<businessKeyColumns.count)
         guard !key.contains(where: { $0 == nil }) else { return }  // no business key: nothing to version
         if let oldKey, oldKey != key, !oldKey.contains(where: { $0 == nil }), current[oldKey] != nil {

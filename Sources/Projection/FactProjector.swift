@@ -201,19 +201,17 @@ final class FactProjector {
     }
 
     /// The grains (from the before and after images) a change of the fact's own source touches.
-    func grains(of record: Record, plan: SourcePlan) -> [[String?]] {
-        guard case .row(_, let before, let after) = record.body else { return [] }
-        return [before, after].compactMap { $0.map { plan.values($0, grainRange) } }
+    func grains(of record: ChangeRecord, plan: SourcePlan) -> [[String?]] {
+        [record.before, record.after].compactMap { $0.map { plan.values($0, grainRange) } }
     }
 
     // MARK: Folding the fact's own source
 
-    func apply(_ record: Record, plan: SourcePlan, _ ctx: ChangeContext, clock: WarehouseClock) {
-        guard case .row(_, let before, let after) = record.body else {
-            if record.header.op == .truncate { truncate() }
-            return
-        }
+    func apply(_ record: ChangeRecord, plan: SourcePlan, _ ctx: ChangeContext, clock: WarehouseClock) {
+        let before = record.before, after = record.after
         switch record.header.op {
+        case .truncate:
+            truncate()
         case .snapshot, .insert, .update:
             guard let after else { return }
             let grain = plan.values(after, grainRange)
@@ -232,7 +230,7 @@ final class FactProjector {
         }
     }
 
-    func insert(_ grain: [String?], _ after: [Datum], plan: SourcePlan, _ ctx: ChangeContext, clock: WarehouseClock) {
+    func insert(_ grain: [String?], _ after: [Incoming], plan: SourcePlan, _ ctx: ChangeContext, clock: WarehouseClock) {
         guard !grain.contains(where: { $0 == nil }) else { return }
         var row = [String?](repeating: nil, count: layout.columns.count)
         if let keyColumn {
@@ -258,7 +256,7 @@ final class FactProjector {
         if let parentColumn, let parent = fact.row[parentColumn] { rowsByParent[parent, default: []].append(grain) }
     }
 
-    func update(_ fact: Row, _ after: [Datum], plan: SourcePlan, _ ctx: ChangeContext, clock: WarehouseClock) {
+    func update(_ fact: Row, _ after: [Incoming], plan: SourcePlan, _ ctx: ChangeContext, clock: WarehouseClock) {
         for (i, column) in grainColumns.enumerated() {
             if case .value(let v) = plan.incoming(after, i) { fact.row[column] = v }
         }
@@ -277,7 +275,7 @@ final class FactProjector {
     }
 
     /// Copies the value columns and computes the date and time keys (an unchanged TOAST value keeps the row's).
-    func setValues(_ fact: Row, _ after: [Datum], plan: SourcePlan, clock: WarehouseClock) {
+    func setValues(_ fact: Row, _ after: [Incoming], plan: SourcePlan, clock: WarehouseClock) {
         for (i, column) in valueColumns.enumerated() {
             if case .value(let v) = plan.incoming(after, valueRange.lowerBound + i) { fact.row[column] = v }
         }
@@ -342,23 +340,20 @@ final class FactProjector {
     // MARK: Milestones (updated_by)
 
     /// The grains a change of milestone `index`'s source touches.
-    func milestoneGrains(_ record: Record, plan: SourcePlan) -> [[String?]] {
-        guard case .row(_, let before, let after) = record.body else { return [] }
-        return [before, after].compactMap { $0.map { plan.values($0, grainRange) } }
+    func milestoneGrains(_ record: ChangeRecord, plan: SourcePlan) -> [[String?]] {
+        [record.before, record.after].compactMap { $0.map { plan.values($0, grainRange) } }
     }
 
-    func applyMilestone(_ index: Int, _ record: Record, plan: SourcePlan, _ ctx: ChangeContext) {
+    func applyMilestone(_ index: Int, _ record: ChangeRecord, plan: SourcePlan, _ ctx: ChangeContext) {
         let milestone = milestones[index]
         let clear = milestone.spec.onDelete == "clear"
-        guard case .row(_, let before, let after) = record.body else {
-            if record.header.op == .truncate, clear {
-                clearedMilestones.append((milestone.columns, ctx))
-                for (_, fact) in rows { set(fact, milestone.columns, nil, ctx) }
-            }
-            return
-        }
+        let before = record.before, after = record.after
         let first = grainColumns.count
         switch record.header.op {
+        case .truncate:
+            guard clear else { return }
+            clearedMilestones.append((milestone.columns, ctx))
+            for (_, fact) in rows { set(fact, milestone.columns, nil, ctx) }
         case .snapshot, .insert, .update:
             guard let after else { return }
             let grain = plan.values(after, grainRange)

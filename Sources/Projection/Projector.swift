@@ -198,12 +198,12 @@ public final class Projector {
         return (records, changes)
     }
 
-    /// Reads the next batch from the log.
-    func read(maxRecords: Int, until: Bound?) throws -> ([(UInt64, Record)], Bool) {
-        var batch: [(UInt64, Record)] = []
+    /// Reads the next batch from the log, decoding each record inside short read transactions.
+    func read(maxRecords: Int, until: Bound?) throws -> ([(UInt64, ChangeRecord)], Bool) {
+        var batch: [(UInt64, ChangeRecord)] = []
         var reachedBound = false
-        try log.visitRecords(from: position + 1, to: nil, batch: min(maxRecords, 5_000)) { seq, bytes in
-            let record = try bytes.withUnsafeBytes { try RecordCodec.decode($0) }
+        try log.scan(from: position + 1, to: nil, batch: min(maxRecords, 5_000)) { seq, bytes in
+            let record = try ChangeRecord.decode(bytes)
             if let until, record.header.op != .message, Self.beyond(record.header, until) {
                 reachedBound = true
                 return false
@@ -230,15 +230,15 @@ public final class Projector {
 
     /// Folds `batch` in log order. Fact rows it needs are read through `reader`, or taken from the
     /// `overlays` of the batch in flight. Advances `position`.
-    func fold(_ batch: [(UInt64, Record)], reader: PGConnection, overlays: [ObjectIdentifier: FactProjector.Overlay]) throws -> Pending {
+    func fold(_ batch: [(UInt64, ChangeRecord)], reader: PGConnection, overlays: [ObjectIdentifier: FactProjector.Overlay]) throws -> Pending {
         var pending = Pending()
         pending.after = position
         // Rows the batch updates, deletes or looks up, fetched once.
         var needed: [ObjectIdentifier: Set<[String?]>] = [:]
-        var definitions: [(Record, RelationDefinition, [Handler])?] = []
+        var definitions: [(ChangeRecord, RelationDefinition, [Handler])?] = []
         definitions.reserveCapacity(batch.count)
         for (seq, record) in batch {
-            if case .relation(let definition) = record.body { relations[seq] = definition }
+            if let definition = record.relation { relations[seq] = definition }
             guard record.header.relationSeq != 0, record.header.op != .relation, record.header.op != .message,
                   let definition = try relation(record.header.relationSeq) else { definitions.append(nil); continue }
             let feeds = feeding(record.header.relationSeq, definition)
@@ -251,7 +251,7 @@ public final class Projector {
                     if record.header.op == .update || record.header.op == .delete {
                         needed[ObjectIdentifier(f), default: []].formUnion(f.grains(of: record, plan: plan))
                     }
-                    guard case .row(_, _, let after?) = record.body else { break }
+                    guard let after = record.after else { break }
                     for (i, target) in f.lookupTargets.enumerated() {
                         if case .fact(let parent) = target {
                             needed[ObjectIdentifier(parent), default: []].insert(plan.values(after, f.lookupRanges[i]))

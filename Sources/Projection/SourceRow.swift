@@ -18,6 +18,57 @@ enum Incoming: Equatable {
     case value(String?)
 }
 
+/// A log record as the projector folds it: row images decoded straight from the log's bytes into
+/// ``Incoming`` values (one String per value, no intermediate byte arrays).
+struct ChangeRecord {
+    var header: RecordHeader
+    /// The old image (key columns only under REPLICA IDENTITY DEFAULT), for update and delete.
+    var before: [Incoming]?
+    /// The new image, for snapshot, insert and update.
+    var after: [Incoming]?
+    /// The definition carried by a relation record.
+    var relation: RelationDefinition?
+
+    /// Decodes a record of the log's format (see ``RecordCodec``).
+    static func decode(_ buffer: UnsafeRawBufferPointer) throws -> ChangeRecord {
+        var r = ByteReader(buffer)
+        let header = try RecordCodec.decodeHeader(&r)
+        var change = ChangeRecord(header: header)
+        switch header.op {
+        case .snapshot, .insert:
+            change.after = try tuple(&r)
+        case .update:
+            guard let old = OldValues(rawValue: try r.u8()) else { throw FormatError.malformed("old-values kind") }
+            if old != .none { change.before = try tuple(&r) }
+            change.after = try tuple(&r)
+        case .delete:
+            guard OldValues(rawValue: try r.u8()) != nil else { throw FormatError.malformed("old-values kind") }
+            change.before = try tuple(&r)
+        case .relation:
+            change.relation = try RecordCodec.decodeRelation(&r)
+        case .truncate, .message:
+            break
+        }
+        return change
+    }
+
+    static func tuple(_ r: inout ByteReader) throws -> [Incoming] {
+        let count = try r.varint()
+        guard count <= UInt64(r.remaining) else { throw FormatError.malformed("column count \(count)") }
+        var values: [Incoming] = []
+        values.reserveCapacity(Int(count))
+        for _ in 0..<count {
+            switch try r.u8() {
+            case 0x6E: values.append(.value(nil))
+            case 0x75: values.append(.unchanged)
+            case 0x74: values.append(.value(String(decoding: try r.blob(), as: UTF8.self)))
+            case let kind: throw FormatError.malformed("unknown datum kind \(kind)")
+            }
+        }
+        return values
+    }
+}
+
 /// Where the columns a projector reads sit in one version of a source table.
 struct SourcePlan {
     /// Position of each wanted column in the relation, nil when this relation version lacks it.
@@ -31,17 +82,13 @@ struct SourcePlan {
 
     /// Wanted column `i` of `tuple`.
     @inline(__always)
-    func incoming(_ tuple: [Datum], _ i: Int) -> Incoming {
+    func incoming(_ tuple: [Incoming], _ i: Int) -> Incoming {
         guard let p = positions[i], p < tuple.count else { return .value(nil) }
-        switch tuple[p] {
-        case .null: return .value(nil)
-        case .unchangedToast: return .unchanged
-        case .text(let bytes): return .value(String(decoding: bytes, as: UTF8.self))
-        }
+        return tuple[p]
     }
 
     /// Wanted columns `range` of `tuple` as plain values (unchanged TOAST as NULL: keys are never TOASTed).
-    func values(_ tuple: [Datum], _ range: Range<Int>) -> [String?] {
+    func values(_ tuple: [Incoming], _ range: Range<Int>) -> [String?] {
         range.map { i in
             if case .value(let v) = incoming(tuple, i) { return v }
             return nil
