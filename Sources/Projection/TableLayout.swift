@@ -40,10 +40,12 @@ final class TableLayout {
         for (i, value) in row.enumerated() {
             if i > 0 { out.append(0x09) }
             guard let value else { out.append(0x5C); out.append(0x4E); continue }  // \N
-            if !value.utf8.contains(where: { $0 == 0x5C || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }) {
-                out.append(contentsOf: value.utf8)
-                continue
+            let plain: Bool? = value.utf8.withContiguousStorageIfAvailable { bytes in
+                for byte in bytes where byte == 0x5C || byte == 0x09 || byte == 0x0A || byte == 0x0D { return false }
+                out.append(contentsOf: bytes)
+                return true
             }
+            if plain == true { continue }
             for byte in value.utf8 {
                 switch byte {
                 case 0x5C: out.append(0x5C); out.append(0x5C)
