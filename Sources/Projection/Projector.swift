@@ -306,7 +306,7 @@ public final class Projector {
             let header = pending.lastHeader!
             try connection.query("UPDATE \(schema).cdc_checkpoint SET last_seq = $2, last_lsn = $3, last_commit_time = $4 WHERE projection = $1",
                                  [mapping.name, String(pending.lastSeq), header.lsn.description,
-                                  header.commitTime.map(WarehouseClock.timestamptz(micros:))])
+                                  header.commitTime.map { rfc3339(microseconds: $0) }])
             try connection.execute("COMMIT")
         } catch {
             _ = try? connection.execute("ROLLBACK")
@@ -333,7 +333,7 @@ public final class Projector {
         if let contexts, contexts.lsn == header.lsn.value { return contexts.context }
         let micros = header.commitTime ?? 0
         let ctx = ChangeContext(lsn: header.lsn.value, lsnText: header.lsn.description,
-                                timestamp: WarehouseClock.timestamptz(micros: micros), date: target.clock.date(micros: micros))
+                                timestamp: rfc3339(microseconds: micros), date: target.clock.date(micros: micros))
         contexts = (header.lsn.value, ctx)
         return ctx
     }

@@ -5,7 +5,7 @@ struct ChangeContext {
     /// Commit LSN of the source transaction.
     let lsn: UInt64
     let lsnText: String
-    /// Commit time as timestamptz text.
+    /// Commit time as timestamptz input text (RFC 3339, UTC).
     let timestamp: String
     /// Commit date in the warehouse's zone (`YYYY-MM-DD`).
     let date: String
