@@ -29,13 +29,11 @@ public struct WarehouseTarget: Sendable {
         self.clock = clock
     }
 
-    /// Session settings of every warehouse connection: values read back have the log's text forms.
-    static let sessionOptions = "-c datestyle=ISO,\\ YMD -c timezone=UTC -c extra_float_digits=3 -c intervalstyle=postgres -c bytea_output=hex -c client_encoding=UTF8"
-
-    /// Connects, with the session settings and an application name.
+    /// Connects, with cdc's session settings (values read back have the log's text forms) and an
+    /// application name.
     public func connect(application: String = "cdc-projector") throws -> PGConnection {
         do {
-            return try PGConnection(conninfo: url, overrides: ["options": Self.sessionOptions, "fallback_application_name": application])
+            return try PGConnection(conninfo: url, overrides: SessionSettings.sqlOverrides(applicationName: application))
         } catch let error as PGError {
             throw WarehouseError("cannot connect to the warehouse ([warehouse] url): \(error.message)", transient: !error.isAuthenticationFailure)
         }

@@ -1,5 +1,6 @@
-/// Session settings applied to every source connection, so that values have one text form whether
-/// they come from the snapshot's COPY or from pgoutput: ISO dates, UTC, exact floats, hex bytea.
+/// Session settings applied to every connection cdc opens (source and warehouse), so that values have
+/// one text form whether they come from the snapshot's COPY, from pgoutput or back from the warehouse:
+/// ISO dates, UTC, exact floats, hex bytea.
 public enum SessionSettings {
     public static let gucs: [(String, String)] = [
         ("datestyle", "ISO, YMD"),
