@@ -89,9 +89,7 @@ public final class PGConnection: @unchecked Sendable {
 
     /// Quotes an identifier (a table or schema name) for SQL text.
     public func quoteIdentifier(_ name: String) -> String {
-        guard let quoted = PQescapeIdentifier(handle, name, name.utf8.count) else {
-            return "\"" + name.split(separator: "\"", omittingEmptySubsequences: false).joined(separator: "\"\"") + "\""
-        }
+        guard let quoted = PQescapeIdentifier(handle, name, name.utf8.count) else { return PGClient.quoteIdentifier(name) }
         defer { PQfreemem(quoted) }
         return String(cString: quoted)
     }
@@ -278,4 +276,9 @@ func withOptionalCStringArray<R>(_ strings: [String?], _ body: (UnsafePointer<Un
     defer { pointers.forEach { free($0) } }
     if pointers.isEmpty { return body(nil) }
     return pointers.map { UnsafePointer($0) }.withUnsafeBufferPointer { body($0.baseAddress!) }
+}
+
+/// A double-quoted SQL identifier (`"a""b"`), for SQL built without a connection at hand.
+public func quoteIdentifier(_ name: String) -> String {
+    "\"" + name.split(separator: "\"", omittingEmptySubsequences: false).joined(separator: "\"\"") + "\""
 }

@@ -1,3 +1,5 @@
+import PGClient
+
 /// The columns the projector writes to one warehouse table, in a fixed order, with their SQL types as
 /// the warehouse catalog reports them. A row is `[String?]` in this order: PostgreSQL text values,
 /// nil for NULL.
@@ -64,11 +66,6 @@ final class TableLayout {
 struct WarehouseColumn: Sendable {
     var type: String
     var notNull: Bool
-}
-
-/// A double-quoted SQL identifier.
-func quoteIdentifier(_ name: String) -> String {
-    "\"" + name.replacingOccurrences(of: "\"", with: "\"\"") + "\""
 }
 
 /// A PostgreSQL array literal of text elements (`{"a","b",NULL}`), for `= ANY($1::type[])`.
