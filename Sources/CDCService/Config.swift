@@ -204,9 +204,7 @@ struct TableReader {
     /// A PostgreSQL object name cdc creates: lower-case letters, digits and underscores.
     func optionalIdentifier(_ key: String) throws -> String? {
         guard let value = try optionalString(key) else { return nil }
-        let valid = value.utf8.count <= 63 && value.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x5F }
-            && !(value.utf8.first.map { $0 >= 0x30 && $0 <= 0x39 } ?? true)
-        guard valid else {
+        guard Config.isName(value) else {
             throw ConfigError("config \(path): \(name(key)) must be a lower-case name of letters, digits and underscores (at most 63), not starting with a digit")
         }
         return value
@@ -248,6 +246,13 @@ extension Config.Warehouse: CustomStringConvertible, CustomDebugStringConvertibl
 }
 
 extension Config {
+    /// True for a PostgreSQL object name cdc creates (schema, slot, publication): 1 to 63 lower-case
+    /// letters, digits and underscores, not starting with a digit.
+    public static func isName(_ value: String) -> Bool {
+        guard let first = value.utf8.first, !(first >= 0x30 && first <= 0x39), value.utf8.count <= 63 else { return false }
+        return value.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x5F }
+    }
+
     /// The column protector [privacy] describes (reading its key file), nil when nothing is protected.
     public func protector() throws -> ColumnProtector? {
         guard let privacy, !privacy.columns.isEmpty else { return nil }

@@ -41,7 +41,7 @@ struct Replay: AsyncParsableCommand {
             guard let warehouse = config.warehouse else {
                 throw ConfigError("config \(global.config) has no [warehouse] section: add url, schema and mapping to replay into")
             }
-            guard Self.isIdentifier(schema) else {
+            guard Config.isName(schema) else {
                 throw ValidationError("--schema must be a lower-case name of letters, digits and underscores, not starting with a digit")
             }
             guard schema != warehouse.schema else {
@@ -120,11 +120,6 @@ struct Replay: AsyncParsableCommand {
             _ = try? connection.execute("ROLLBACK")
             throw error
         }
-    }
-
-    static func isIdentifier(_ value: String) -> Bool {
-        guard let first = value.utf8.first, !(first >= 0x30 && first <= 0x39), value.utf8.count <= 63 else { return false }
-        return value.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x5F }
     }
 
     static func seconds(_ d: Duration) -> Double {
