@@ -41,7 +41,7 @@ final class DimensionProjector {
     var lookupTargets: [DimensionProjector] = []
     let lookupSourceRanges: [Range<Int>]
     /// The source columns read, in order: business key, attributes, lookup business keys.
-    let wanted: [String]
+    var source: SourceColumns
     /// What an inferred member holds in each attribute column.
     let inferredValues: [String?]
     let cEffective, cExpiration, cIsCurrent, cValidFrom, cValidTo, cChangeType, cHash, cLSN, cInferred: Int
@@ -53,7 +53,6 @@ final class DimensionProjector {
     var touched: [Int64: Version] = [:]
     /// Rows already in the warehouse that the batch removes (a version cancelled within its transaction).
     var removed: [Int64] = []
-    var plans: [UInt64: SourcePlan] = [:]
 
     init(spec: ProjectionMapping.Dimension, catalog: [String: WarehouseColumn]) throws {
         self.spec = spec
@@ -72,7 +71,7 @@ final class DimensionProjector {
             ranges.append(wanted.count..<(wanted.count + lookup.sourceColumns.count))
             wanted += lookup.sourceColumns
         }
-        self.wanted = wanted
+        source = SourceColumns(wanted)
         lookupSourceRanges = ranges
         var inferred: [String?] = []
         for column in attributes.map({ layout[$0] }) {
@@ -92,13 +91,6 @@ final class DimensionProjector {
         cEffective = layout["effective_date"]; cExpiration = layout["expiration_date"]; cIsCurrent = layout["is_current"]
         cValidFrom = layout["valid_from"]; cValidTo = layout["valid_to"]; cChangeType = layout["change_type"]
         cHash = layout["record_hash"]; cLSN = layout["source_lsn"]; cInferred = layout["is_inferred"]
-    }
-
-    func plan(_ relationSeq: UInt64, _ relation: RelationDefinition) -> SourcePlan {
-        if let plan = plans[relationSeq] { return plan }
-        let plan = SourcePlan(wanted, in: relation)
-        plans[relationSeq] = plan
-        return plan
     }
 
     // MARK: Loading

@@ -38,8 +38,7 @@ final class FactProjector {
         let spec: ProjectionMapping.FactUpdate
         let columns: [Int]
         /// Source columns: the match (in grain order), then the columns.
-        let wanted: [String]
-        var plans: [UInt64: SourcePlan] = [:]
+        var source: SourceColumns
     }
 
     let spec: ProjectionMapping.Fact
@@ -59,11 +58,10 @@ final class FactProjector {
     var parentColumn: Int?
     var rowsByParent: [String: [[String?]]] = [:]
     /// Own source columns: grain, values, date sources, time sources, lookup business keys.
-    let wanted: [String]
+    var source: SourceColumns
     let valueRange: Range<Int>, dateRange: Range<Int>, timeRange: Range<Int>
     let lookupRanges: [Range<Int>]
     let cLSN, cCreated, cUpdated: Int
-    var plans: [UInt64: SourcePlan] = [:]
     var nextKey: Int64 = 1
 
     // Batch state.
@@ -104,29 +102,15 @@ final class FactProjector {
             wanted += lookup.sourceColumns
         }
         lookupRanges = ranges
-        self.wanted = wanted
+        source = SourceColumns(wanted)
         var position = milestoneStart
         milestones = spec.updatedBy.map { update in
             let cols = Array(position..<(position + update.columns.count))
             position += update.columns.count
             let match = spec.grain.map { update.match[$0] ?? $0 }
-            return Milestone(spec: update, columns: cols, wanted: match + update.columns.map { update.rename[$0] ?? $0 })
+            return Milestone(spec: update, columns: cols, source: SourceColumns(match + update.columns.map { update.rename[$0] ?? $0 }))
         }
         cLSN = layout["source_lsn"]; cCreated = layout["created_at"]; cUpdated = layout["updated_at"]
-    }
-
-    func plan(_ relationSeq: UInt64, _ relation: RelationDefinition) -> SourcePlan {
-        if let plan = plans[relationSeq] { return plan }
-        let plan = SourcePlan(wanted, in: relation)
-        plans[relationSeq] = plan
-        return plan
-    }
-
-    func milestonePlan(_ index: Int, _ relationSeq: UInt64, _ relation: RelationDefinition) -> SourcePlan {
-        if let plan = milestones[index].plans[relationSeq] { return plan }
-        let plan = SourcePlan(milestones[index].wanted, in: relation)
-        milestones[index].plans[relationSeq] = plan
-        return plan
     }
 
     var grainRange: Range<Int> { 0..<grainColumns.count }
@@ -200,7 +184,8 @@ final class FactProjector {
         }
     }
 
-    /// The grains (from the before and after images) a change of the fact's own source touches.
+    /// The grains (from the before and after images) a change touches: of the fact's own source, or of a
+    /// milestone's (whose match columns come first too).
     func grains(of record: ChangeRecord, plan: SourcePlan) -> [[String?]] {
         [record.before, record.after].compactMap { $0.map { plan.values($0, grainRange) } }
     }
@@ -338,11 +323,6 @@ final class FactProjector {
     }
 
     // MARK: Milestones (updated_by)
-
-    /// The grains a change of milestone `index`'s source touches.
-    func milestoneGrains(_ record: ChangeRecord, plan: SourcePlan) -> [[String?]] {
-        [record.before, record.after].compactMap { $0.map { plan.values($0, grainRange) } }
-    }
 
     func applyMilestone(_ index: Int, _ record: ChangeRecord, plan: SourcePlan, _ ctx: ChangeContext) {
         let milestone = milestones[index]

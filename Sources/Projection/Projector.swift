@@ -247,7 +247,7 @@ public final class Projector {
             for handler in feeds {
                 switch handler {
                 case .fact(let f):
-                    let plan = f.plan(record.header.relationSeq, definition)
+                    let plan = f.source.plan(record.header.relationSeq, definition)
                     if record.header.op == .update || record.header.op == .delete {
                         needed[ObjectIdentifier(f), default: []].formUnion(f.grains(of: record, plan: plan))
                     }
@@ -258,8 +258,8 @@ public final class Projector {
                         }
                     }
                 case .milestone(let f, let i):
-                    let plan = f.milestonePlan(i, record.header.relationSeq, definition)
-                    needed[ObjectIdentifier(f), default: []].formUnion(f.milestoneGrains(record, plan: plan))
+                    let plan = f.milestones[i].source.plan(record.header.relationSeq, definition)
+                    needed[ObjectIdentifier(f), default: []].formUnion(f.grains(of: record, plan: plan))
                 case .dimension:
                     break
                 }
@@ -276,9 +276,9 @@ public final class Projector {
             pending.changes += 1
             for handler in feeds {
                 switch handler {
-                case .dimension(let d): d.apply(record, plan: d.plan(record.header.relationSeq, definition), ctx)
-                case .fact(let f): f.apply(record, plan: f.plan(record.header.relationSeq, definition), ctx, clock: target.clock)
-                case .milestone(let f, let i): f.applyMilestone(i, record, plan: f.milestonePlan(i, record.header.relationSeq, definition), ctx)
+                case .dimension(let d): d.apply(record, plan: d.source.plan(record.header.relationSeq, definition), ctx)
+                case .fact(let f): f.apply(record, plan: f.source.plan(record.header.relationSeq, definition), ctx, clock: target.clock)
+                case .milestone(let f, let i): f.applyMilestone(i, record, plan: f.milestones[i].source.plan(record.header.relationSeq, definition), ctx)
                 }
             }
         }

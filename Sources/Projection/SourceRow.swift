@@ -95,3 +95,20 @@ struct SourcePlan {
         }
     }
 }
+
+/// The source columns one projector reads, and where they sit in each relation version seen so far.
+struct SourceColumns {
+    /// The column names, in the order the projector addresses them.
+    let names: [String]
+    private var plans: [UInt64: SourcePlan] = [:]
+
+    init(_ names: [String]) { self.names = names }
+
+    /// The plan for rows written with relation version `relationSeq`.
+    mutating func plan(_ relationSeq: UInt64, _ relation: RelationDefinition) -> SourcePlan {
+        if let plan = plans[relationSeq] { return plan }
+        let plan = SourcePlan(names, in: relation)
+        plans[relationSeq] = plan
+        return plan
+    }
+}
