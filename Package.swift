@@ -54,7 +54,6 @@ let package = Package(
             dependencies: [
                 "EventLog", "PGClient",
                 .product(name: "TOMLKit", package: "TOMLKit"),
-                .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),

@@ -42,17 +42,19 @@ public struct CaptureService: Service {
     }
 }
 
-/// Runs `body` on a thread of its own until it returns; `stop` is set on graceful shutdown (after
-/// `onShutdown`) and when the task is cancelled (a ServiceGroup cancels the other services when one
-/// fails), so a blocking loop that polls `stop` ends either way.
-public func runUntilStopped<T: Sendable>(name: String, stop: StopSignal, onShutdown: @escaping @Sendable () -> Void = {},
+/// Runs `body` on a thread of its own until it returns; `stop` is set when the task is cancelled (a
+/// ServiceGroup cancels the other services when one fails) and, unless `stopOnShutdown` is false, on
+/// graceful shutdown after `onShutdown`, so a blocking loop that polls `stop` ends either way. With
+/// `stopOnShutdown` false, `onShutdown` alone decides what graceful shutdown means (e.g. drain first).
+public func runUntilStopped<T: Sendable>(name: String, stop: StopSignal, stopOnShutdown: Bool = true,
+                                         onShutdown: @escaping @Sendable () -> Void = {},
                                          _ body: @escaping @Sendable () throws -> T) async throws -> T {
     try await withTaskCancellationHandler {
         try await withGracefulShutdownHandler {
             try await runOnDedicatedThread(name: name, body)
         } onGracefulShutdown: {
             onShutdown()
-            stop.stop()
+            if stopOnShutdown { stop.stop() }
         }
     } onCancel: {
         stop.stop()

@@ -33,14 +33,9 @@ public struct ProjectionService: Service, CustomStringConvertible {
     public func run() async throws {
         let stop = StopSignal(), drain = StopSignal()
         let service = self
-        try await withTaskCancellationHandler {
-            try await withGracefulShutdownHandler {
-                try await runOnDedicatedThread(name: "cdc-projector") { try service.loop(stop: stop, drain: drain) }
-            } onGracefulShutdown: {
-                if service.drainOnShutdown { drain.stop() } else { stop.stop() }
-            }
-        } onCancel: {
-            stop.stop()
+        // Graceful shutdown stops after the batch in flight, or, with --endpos, once the log is applied.
+        try await runUntilStopped(name: "cdc-projector", stop: stop, stopOnShutdown: !drainOnShutdown, onShutdown: { drain.stop() }) {
+            try service.loop(stop: stop, drain: drain)
         }
     }
 
@@ -52,7 +47,7 @@ public struct ProjectionService: Service, CustomStringConvertible {
             do {
                 if projector == nil {
                     let log = try EventLog.openForReading(path: config.log.path)
-                    projector = try Projector(mapping: mapping, target: warehouse.target(), log: log, logger: logger)
+                    projector = try Projector(mapping: mapping, target: warehouse.target(), log: log)
                     logger.info("projecting", metadata: ["cdc.warehouse.schema": "\(warehouse.schema)", "cdc.projection.seq": "\(projector!.position)"])
                 }
                 let step = try projector!.step()

@@ -1,6 +1,5 @@
 import EventLog
 import Foundation
-import Logging
 import PGClient
 
 /// Folds the event log into a warehouse schema, exactly once, in micro-batches.
@@ -36,7 +35,6 @@ public final class Projector {
     public let mapping: ProjectionMapping
     public let target: WarehouseTarget
     let log: EventLog
-    let logger: Logger
     let logSource: String
     let connection: PGConnection
     var dimensions: [DimensionProjector] = []
@@ -58,11 +56,10 @@ public final class Projector {
 
     /// Connects to the warehouse, checks its checkpoint against the mapping and the log, and loads the
     /// dimensions' current versions. The schema must exist (`cdc init` or ``WarehouseSchema/prepare``).
-    public init(mapping: ProjectionMapping, target: WarehouseTarget, log: EventLog, logger: Logger) throws {
+    public init(mapping: ProjectionMapping, target: WarehouseTarget, log: EventLog) throws {
         self.mapping = mapping
         self.target = target
         self.log = log
-        self.logger = logger
         guard let identity = try log.sourceIdentity() else {
             throw WarehouseError("the log at \(log.path) is not initialised: run `cdc init`")
         }

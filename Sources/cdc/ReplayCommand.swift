@@ -36,7 +36,7 @@ struct Replay: AsyncParsableCommand {
 
     func run() async throws {
         do {
-            let logger = try global.logger()
+            _ = try global.logger()  // validates --log-level
             let config = try global.loadConfig()
             guard let warehouse = config.warehouse else {
                 throw ConfigError("config \(global.config) has no [warehouse] section: add url, schema and mapping to replay into")
@@ -72,7 +72,7 @@ struct Replay: AsyncParsableCommand {
                 // continues a replay builds them at its end too (re-running the DDL creates what is missing).
                 if created { _ = try WarehouseSchema.deferIndexes(admin, schema: schema, mapping: mapping) }
                 let log = try EventLog.openForReading(path: config.log.path)
-                let projector = try Projector(mapping: mapping, target: target, log: log, logger: logger)
+                let projector = try Projector(mapping: mapping, target: target, log: log)
                 let start = projector.position
                 let head = try log.position().head
                 let clock = ContinuousClock()
