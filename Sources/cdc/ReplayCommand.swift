@@ -58,16 +58,16 @@ struct Replay: AsyncParsableCommand {
             let summary = try await runOnDedicatedThread(name: "cdc-replay") { () -> String in
                 let target = warehouse.target(schema: schema)
                 var bound = lsnBound
+                // One connection for the replay's own statements (the projector opens its own).
+                let admin = try target.connect(application: "cdc")
                 if let untilTime {
-                    let connection = try target.connect(application: "cdc")
-                    guard let result = try? connection.query("SELECT (extract(epoch FROM $1::timestamptz) * 1000000)::bigint", [untilTime]),
+                    guard let result = try? admin.query("SELECT (extract(epoch FROM $1::timestamptz) * 1000000)::bigint", [untilTime]),
                           let micros = result.value(0, 0).flatMap({ Int64($0) }) else {
                         throw ValidationError("--until-time \"\(untilTime)\" is not a timestamp: write e.g. '2026-11-22 10:00:00+00'")
                     }
                     bound = .time(micros)
                 }
                 let (created, mapping) = try config.prepareWarehouse(schema: schema)
-                let admin = try target.connect(application: "cdc")
                 // A replay that built the schema defers its secondary indexes to the end; one that
                 // continues a replay builds them at its end too (re-running the DDL creates what is missing).
                 if created { _ = try WarehouseSchema.deferIndexes(admin, schema: schema, mapping: mapping) }
@@ -88,7 +88,7 @@ struct Replay: AsyncParsableCommand {
                     + (created ? "" : " (continued from record \(start))")
                     + String(format: " in %.1f s, %.0f records/s; checkpoint at record %llu", seconds, Double(records) / seconds, projector.position)
                 if swap {
-                    try Self.swap(target.connect(application: "cdc"), live: warehouse.schema, rebuilt: schema)
+                    try Self.swap(admin, live: warehouse.schema, rebuilt: schema)
                     line += "; swapped: \(warehouse.schema) is the rebuilt warehouse, \(schema) the previous one"
                 }
                 return line
