@@ -5,9 +5,11 @@ import PackageDescription
 //   CLibPQ, CLMDB  - C bindings (system libraries, no vendored sources)
 //   PGClient       - a small, typed Swift wrapper over libpq (queries, COPY, replication CopyBoth)
 //   EventLog       - the append-only LMDB event log: record format, writer, readers, JSONL export
+//   Lifecycle      - the service lifecycle: stop signal, backoff, dedicated threads, loop health
 //   Capture        - pgoutput decoding, the initial snapshot and the replication client loop
 //   Projection     - projection mappings (source tables -> SCD2 dimensions and facts) and the projectors
-//   CDCService     - configuration, `init` and the long-running capture service
+//   CDCService     - configuration, `init`, `status` and the services of `cdc run` (capture, projection,
+//                    history index, monitor, systemd notify, the metrics and health HTTP endpoint)
 //   cdc            - the command-line interface
 let package = Package(
     name: "cdc",
@@ -17,10 +19,13 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
-        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.1.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.65.0"),
     ],
     targets: [
         .systemLibrary(
@@ -42,10 +47,18 @@ let package = Package(
             dependencies: ["CLMDB", .product(name: "Crypto", package: "swift-crypto")]
         ),
         .target(
+            name: "Lifecycle",
+            dependencies: [
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .target(
             name: "Capture",
             dependencies: [
-                "PGClient", "EventLog",
+                "PGClient", "EventLog", "Lifecycle",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
@@ -60,16 +73,21 @@ let package = Package(
         .target(
             name: "CDCService",
             dependencies: [
-                "Capture", "EventLog", "PGClient", "Projection",
+                "Capture", "EventLog", "Lifecycle", "PGClient", "Projection",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
         .executableTarget(
             name: "cdc",
             dependencies: [
-                "CDCService", "EventLog", "Projection", "PGClient",
+                "CDCService", "EventLog", "Lifecycle", "Projection", "PGClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -1,6 +1,7 @@
 import Capture
 import EventLog
 import Foundation
+import Lifecycle
 import Logging
 import ServiceLifecycle
 
@@ -12,10 +13,12 @@ public struct CaptureService: Service {
     let config: Config
     let endpos: LSN?
     let logger: Logger
+    let context: RunContext
 
-    public init(config: Config, endpos: LSN?, logger: Logger) {
+    public init(config: Config, endpos: LSN?, context: RunContext, logger: Logger) {
         self.config = config
         self.endpos = endpos
+        self.context = context
         self.logger = logger
     }
 
@@ -24,6 +27,7 @@ public struct CaptureService: Service {
         let config = self.config
         let endpos = self.endpos
         let logger = self.logger
+        let health = context.health.capture
         let outcome = try await runUntilStopped(name: "cdc-capture", stop: stop, onShutdown: {
             logger.info("shutdown requested: finishing the current batch")
         }) {
@@ -35,41 +39,11 @@ public struct CaptureService: Service {
                                          publication: config.source.publication, endpos: endpos)
             options.statusInterval = 10
             options.protector = try config.protector()
+            options.health = health
             let stream = CaptureStream(options: options, writer: writer, identity: identity, logger: logger)
             return try stream.run(stop: stop)
         }
         logger.info("capture finished", metadata: ["cdc.outcome": "\(outcome)"])
-    }
-}
-
-/// Runs `body` on a thread of its own until it returns; `stop` is set when the task is cancelled (a
-/// ServiceGroup cancels the other services when one fails) and, unless `stopOnShutdown` is false, on
-/// graceful shutdown after `onShutdown`, so a blocking loop that polls `stop` ends either way. With
-/// `stopOnShutdown` false, `onShutdown` alone decides what graceful shutdown means (e.g. drain first).
-public func runUntilStopped<T: Sendable>(name: String, stop: StopSignal, stopOnShutdown: Bool = true,
-                                         onShutdown: @escaping @Sendable () -> Void = {},
-                                         _ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withTaskCancellationHandler {
-        try await withGracefulShutdownHandler {
-            try await runOnDedicatedThread(name: name, body)
-        } onGracefulShutdown: {
-            onShutdown()
-            if stopOnShutdown { stop.stop() }
-        }
-    } onCancel: {
-        stop.stop()
-    }
-}
-
-/// Runs `body` on a new thread (not Swift's cooperative pool) and returns its result.
-public func runOnDedicatedThread<T: Sendable>(name: String, _ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        let thread = Thread {
-            continuation.resume(with: Result { try body() })
-        }
-        thread.name = name
-        thread.stackSize = 8 << 20
-        thread.start()
     }
 }
 

@@ -18,6 +18,7 @@ public struct ConfigError: Error, CustomStringConvertible, Sendable {
 ///     slot = "cdc"
 ///     publication = "cdc"
 ///     tables = ["public.facilities", ...]           # optional: the new publication's tables (default: all)
+///     max_retained_wal = "4GB"                        # optional: alarm above this much WAL held by the slot
 ///     [log]
 ///     path = "/var/lib/cdc/log"
 ///     [warehouse]                                     # optional: used by the projectors
@@ -25,8 +26,9 @@ public struct ConfigError: Error, CustomStringConvertible, Sendable {
 ///     schema = "dw"
 ///     timezone = "UTC"
 ///     mapping = "schemas/projections/surgical-robotics.toml"   # relative to this file's directory
-///     [metrics]                                       # optional
+///     [metrics]                                       # optional: serves /metrics, /healthz, /readyz
 ///     listen = "127.0.0.1:9187"
+///     max_projection_lag = "60s"                      # /readyz fails when the warehouse is further behind
 ///     [privacy]                                       # optional: protect columns before they reach the log
 ///     key_file = "/etc/cdc/privacy.key"               # HMAC key (>= 32 bytes, chmod 600); needed by hash
 ///     hash = ["public.surgical_procedures.patient_id"] # keyed HMAC-SHA-256, 64 hex digits (text columns)
@@ -41,6 +43,8 @@ public struct Config: Sendable {
         public var slot: String
         public var publication: String
         public var tables: [String]?
+        /// Above this many bytes of WAL retained by the slot: a warning, a `status` problem, /readyz 503.
+        public var maxRetainedWAL: UInt64 = 4 << 30
     }
 
     public struct Log: Sendable {
@@ -57,8 +61,24 @@ public struct Config: Sendable {
         public var mapping: String
     }
 
+    /// `[metrics]`: the HTTP endpoint of `cdc run` (served only when the section is present).
     public struct Metrics: Sendable {
-        public var listen: String
+        /// HOST:PORT (`[::1]:9187` for IPv6).
+        public var listen: String = "127.0.0.1:9187"
+        /// /readyz fails when projection lags more than this many seconds.
+        public var maxProjectionLag: Double = 60
+        public init() {}
+
+        /// `listen` split into host and port, the host without IPv6 brackets; nil when malformed.
+        public static func split(_ listen: String) -> (host: String, port: Int)? {
+            guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]),
+                  (0...65535).contains(port) else { return nil }
+            var host = String(listen[..<colon])
+            if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+            else if host.contains(":") { return nil }
+            guard !host.isEmpty, !host.contains(where: { $0 == " " || $0 == "/" }) else { return nil }
+            return (host, port)
+        }
     }
 
     public struct Privacy: Sendable {
@@ -71,7 +91,8 @@ public struct Config: Sendable {
     public var source: Source
     public var log: Log
     public var warehouse: Warehouse?
-    public var metrics: Metrics
+    /// Nil without a `[metrics]` section: no HTTP endpoint.
+    public var metrics: Metrics?
     public var privacy: Privacy?
 
     /// The default location, used when `--config` is not given.
@@ -101,9 +122,10 @@ public struct Config: Sendable {
         try reader.onlyKeys(["source", "log", "warehouse", "metrics", "privacy"])
 
         let source = try reader.section("source")
-        try source.onlyKeys(["url", "slot", "publication", "tables"])
-        let src = Source(url: try source.string("url"), slot: try source.identifier("slot"),
+        try source.onlyKeys(["url", "slot", "publication", "tables", "max_retained_wal"])
+        var src = Source(url: try source.string("url"), slot: try source.identifier("slot"),
                          publication: try source.identifier("publication"), tables: try source.stringArray("tables"))
+        if let limit = try source.optionalBytes("max_retained_wal") { src.maxRetainedWAL = limit }
 
         let log = try reader.section("log")
         try log.onlyKeys(["path"])
@@ -125,15 +147,18 @@ public struct Config: Sendable {
             warehouse = Warehouse(url: url, schema: schema, timezone: timezone,
                                   mapping: mapping.hasPrefix("/") || base.isEmpty ? mapping : (base as NSString).appendingPathComponent(mapping))
         }
-        var metrics = Metrics(listen: "127.0.0.1:9187")
+        var metrics: Metrics?
         if let m = try reader.optionalSection("metrics") {
-            try m.onlyKeys(["listen"])
+            try m.onlyKeys(["listen", "max_projection_lag"])
+            var section = Metrics()
             if let listen = try m.optionalString("listen") {
-                guard listen.split(separator: ":").count >= 2, Int(listen.split(separator: ":").last!) != nil else {
-                    throw ConfigError("config \(path): metrics.listen must be HOST:PORT, e.g. \"127.0.0.1:9187\"")
+                guard Metrics.split(listen) != nil else {
+                    throw ConfigError("config \(path): metrics.listen must be HOST:PORT with a port from 0 to 65535, e.g. \"127.0.0.1:9187\" or \"[::1]:9187\"")
                 }
-                metrics.listen = listen
+                section.listen = listen
             }
+            if let lag = try m.optionalSeconds("max_projection_lag") { section.maxProjectionLag = lag }
+            metrics = section
         }
         var privacy: Privacy?
         if let p = try reader.optionalSection("privacy") {
@@ -213,6 +238,43 @@ struct TableReader {
     func identifier(_ key: String) throws -> String {
         guard let value = try optionalIdentifier(key) else { throw ConfigError("config \(path): missing key \(name(key))") }
         return value
+    }
+
+    /// A size: an integer of bytes, or a string such as "4GB", "512MB", "64kB" (1024-based, as
+    /// PostgreSQL's memory and WAL settings).
+    func optionalBytes(_ key: String) throws -> UInt64? {
+        guard let value = table[key] else { return nil }
+        if let n = value.int { guard n >= 0 else { throw ConfigError("config \(path): \(name(key)) must not be negative") }; return UInt64(n) }
+        guard let text = value.string, let bytes = Self.parseBytes(text) else {
+            throw ConfigError("config \(path): \(name(key)) must be a size such as \"4GB\", \"512MB\" or an integer of bytes")
+        }
+        return bytes
+    }
+
+    static func parseBytes(_ text: String) -> UInt64? {
+        let units: [(String, UInt64)] = [("TB", 1 << 40), ("GB", 1 << 30), ("MB", 1 << 20), ("kB", 1 << 10), ("B", 1)]
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        for (suffix, factor) in units where trimmed.hasSuffix(suffix) {
+            let number = trimmed.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)
+            guard let n = UInt64(number), n <= UInt64.max / factor else { return nil }
+            return n * factor
+        }
+        return UInt64(trimmed)
+    }
+
+    /// A duration: a number of seconds, or a string such as "250ms", "60s", "5m", "1h".
+    func optionalSeconds(_ key: String) throws -> Double? {
+        guard let value = table[key] else { return nil }
+        if let n = value.int, n > 0 { return Double(n) }
+        if let d = value.double, d > 0 { return d }
+        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
+        if let text = value.string?.trimmingCharacters(in: .whitespaces) {
+            for (suffix, factor) in units where text.hasSuffix(suffix) {
+                if let n = Double(text.dropLast(suffix.count)), n > 0 { return n * factor }
+                break
+            }
+        }
+        throw ConfigError("config \(path): \(name(key)) must be a positive duration such as \"60s\", \"5m\" or a number of seconds")
     }
 
     func stringArray(_ key: String) throws -> [String]? {

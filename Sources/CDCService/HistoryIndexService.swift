@@ -1,6 +1,6 @@
-import Capture
 import EventLog
 import Foundation
+import Lifecycle
 import Logging
 import ServiceLifecycle
 #if canImport(Glibc)
@@ -15,11 +15,13 @@ import Glibc
 public struct HistoryIndexService: Service, CustomStringConvertible {
     let logPath: String
     let logger: Logger
+    let context: RunContext
     /// Pause between polls of the head when the index is caught up.
     var idle: Double = 0.5
 
-    public init(logPath: String, logger: Logger) {
+    public init(logPath: String, context: RunContext, logger: Logger) {
         self.logPath = logPath
+        self.context = context
         self.logger = logger
     }
 
@@ -35,23 +37,30 @@ public struct HistoryIndexService: Service, CustomStringConvertible {
     func loop(stop: StopSignal) {
         // On Linux the nice value is per thread: 0 names the calling thread.
         setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
+        let health = context.health.history
+        health.set(.running)
+        defer { health.set(.stopped) }
         var index: HistoryIndex?
         while !stop.isStopped {
+            health.beat()
             do {
                 if index == nil {
-                    guard EventLog.exists(at: logPath) else { CaptureStream.sleep(seconds: idle, stop: stop); continue }
+                    guard EventLog.exists(at: logPath) else { stop.sleep(seconds: idle, health: health); continue }
                     index = try HistoryIndex.open(log: try EventLog.openForReading(path: logPath))
                     if index == nil || index!.readOnly {
                         logger.warning("history index not writable: cdc log history will read the log", metadata: ["cdc.log": "\(logPath)"])
                         return
                     }
                 }
-                let read = try index!.catchUp(limit: 50_000)
-                if read == 0 { CaptureStream.sleep(seconds: idle, stop: stop) }
+                health.doing("indexing log records")
+                let read = try index!.catchUp(limit: 20_000)
+                context.historyPosition = try index!.indexedThrough()
+                health.doing("")
+                if read == 0 { stop.sleep(seconds: idle, health: health) }
             } catch {
                 logger.warning("history index update failed; retrying", metadata: ["cdc.error": "\(error)"])
                 index = nil
-                CaptureStream.sleep(seconds: 5, stop: stop)
+                stop.sleep(seconds: 5, health: health)
             }
         }
     }

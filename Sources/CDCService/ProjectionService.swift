@@ -1,7 +1,9 @@
 import Capture
 import EventLog
 import Foundation
+import Lifecycle
 import Logging
+import Metrics
 import PGClient
 import Projection
 import ServiceLifecycle
@@ -18,13 +20,15 @@ public struct ProjectionService: Service, CustomStringConvertible {
     let warehouse: Config.Warehouse
     let drainOnShutdown: Bool
     let logger: Logger
+    let context: RunContext
     /// Pause between polls of the log's head when caught up.
     var idle: Double = 0.01
 
-    public init(config: Config, warehouse: Config.Warehouse, drainOnShutdown: Bool, logger: Logger) {
+    public init(config: Config, warehouse: Config.Warehouse, drainOnShutdown: Bool, context: RunContext, logger: Logger) {
         self.config = config
         self.warehouse = warehouse
         self.drainOnShutdown = drainOnShutdown
+        self.context = context
         self.logger = logger
     }
 
@@ -40,36 +44,73 @@ public struct ProjectionService: Service, CustomStringConvertible {
     }
 
     func loop(stop: StopSignal, drain: StopSignal) throws {
+        let health = context.health.projection!
+        health.set(.starting("connecting to the warehouse"))
+        defer { health.set(.stopped) }
+        let connected = Gauge(label: "cdc_warehouse_connected")
+        let batchSeconds = Metrics.Timer(label: "cdc_projection_batch_seconds")
+        var rowCounters: [String: Counter] = [:]
+        func rows(_ table: String) -> Counter {
+            if let counter = rowCounters[table] { return counter }
+            let counter = Counter(label: "cdc_projection_rows_total", dimensions: [("table", table)])
+            rowCounters[table] = counter
+            return counter
+        }
+        connected.record(0)
+        defer { connected.record(0) }
+        let retries = RateLimitedLog(interval: 60)
         let mapping = try ProjectionMapping.load(path: warehouse.mapping)
         var projector: Projector?
-        var backoff = 1.0
+        var backoff = Backoff(initial: 1, maximum: 30)
         while !stop.isStopped {
+            health.beat()
             do {
                 if projector == nil {
+                    health.doing("connecting to the warehouse and loading its dimensions")
                     let log = try EventLog.openForReading(path: config.log.path)
                     projector = try Projector(mapping: mapping, target: warehouse.target(), log: log)
+                    for table in projector!.tables { _ = rows(table) }
+                    context.projectionPosition = projector!.position
+                    connected.record(1)
+                    health.set(.running)
+                    retries.reset(key: "projection")
                     logger.info("projecting", metadata: ["cdc.warehouse.schema": "\(warehouse.schema)", "cdc.projection.seq": "\(projector!.position)"])
                 }
+                health.doing("projecting a batch into the warehouse")
+                let started = ContinuousClock.now
                 let step = try projector!.step()
                 if step.records == 0 {
+                    health.doing("")
                     if drain.isStopped { break }
-                    CaptureStream.sleep(seconds: idle, stop: stop)
+                    stop.sleep(seconds: idle, health: health)
                 } else {
-                    backoff = 1
+                    batchSeconds.record(duration: ContinuousClock.now - started)
+                    for (table, count) in step.rows where count > 0 { rows(table).increment(by: count) }
+                    context.projectionPosition = projector!.position
+                    backoff.reset()
                     logger.debug("projected", metadata: ["cdc.projection.records": "\(step.records)", "cdc.projection.seq": "\(projector!.position)"])
                 }
             } catch {
                 let transient = (error as? WarehouseError)?.isTransient ?? (error is PGError)
                 guard transient, !drainOnShutdown else { throw error }
-                logger.warning("projection failed; retrying", metadata: ["cdc.error": "\(error)", "cdc.retry.seconds": "\(backoff)"])
+                let delay = backoff.next()
+                connected.record(0)
+                health.set(.retrying(code: Self.code(of: error), message: "\(error)"))
+                retries.log(logger, .warning, key: "projection", "projection failed; retrying",
+                            metadata: ["cdc.error": "\(error)", "cdc.retry.seconds": "\(delay)"])
                 projector = nil
-                CaptureStream.sleep(seconds: backoff, stop: stop)
-                backoff = min(backoff * 2, 30)
+                stop.sleep(seconds: delay, health: health)
             }
         }
         if let projector {
             logger.info("projection stopped", metadata: ["cdc.projection.seq": "\(projector.position)"])
         }
+    }
+
+    /// The stable code of a projection failure, for /readyz and STATUS=.
+    static func code(of error: Error) -> String {
+        if let error = error as? PGError, let state = error.sqlState { return "sqlstate_\(state)" }
+        return "warehouse_error"
     }
 }
 

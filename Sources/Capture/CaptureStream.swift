@@ -1,5 +1,7 @@
 import EventLog
+import Lifecycle
 import Logging
+import Metrics
 import PGClient
 #if canImport(Glibc)
 import Glibc
@@ -23,6 +25,8 @@ public struct CaptureOptions: Sendable {
     public var maxBackoff: Double = 30
     /// Column protection applied before values are written ([privacy] in cdc.toml).
     public var protector: ColumnProtector?
+    /// Where the loop reports that it iterates and what it is doing (`cdc run`'s health and watchdog).
+    public var health: LoopHealth?
 
     public init(conninfo: String, slot: String, publication: String, endpos: LSN? = nil) {
         self.conninfo = conninfo
@@ -81,6 +85,17 @@ public final class CaptureStream {
     public private(set) var transactionsWritten = 0
     public private(set) var transactionsSkipped = 0
 
+    // Metrics (swift-metrics; `cdc run` exports them at /metrics).
+    private let metrics = CaptureMetrics()
+    /// The server's WAL end, from the latest XLogData or keepalive.
+    private var serverWALEnd = LSN.zero
+    /// Events of the open transaction and of the committed ones not yet durable, by relation and op.
+    private var openCounts: [UInt64: Int] = [:]
+    private var committedCounts: [UInt64: Int] = [:]
+    /// Commit times (µs since 2000) of the transactions committed since the last durable flush.
+    private var committedTimes: [Int64] = []
+    private var relationNames: [UInt64: String] = [:]
+
     public init(options: CaptureOptions, writer: EventLogWriter, identity: SourceIdentity, logger: Logger) {
         self.options = options
         self.writer = writer
@@ -96,10 +111,13 @@ public final class CaptureStream {
             return .reachedEndpos
         }
         var everStarted = false
-        var backoff = 0.5
+        var backoff = Backoff(initial: 0.5, maximum: options.maxBackoff)
+        let health = options.health
+        health?.set(.starting("connecting to the source"))
+        defer { health?.set(.stopped); metrics.connected.record(0) }
         while true {
             do {
-                let outcome = try session(stop: stop, started: { everStarted = true; backoff = 0.5 })
+                let outcome = try session(stop: stop, started: { everStarted = true; backoff.reset() })
                 return outcome
             } catch let error as PGError {
                 // The first connection failing is an operator error (wrong url, server down), except for
@@ -115,16 +133,23 @@ public final class CaptureStream {
                 try recoverFromLoss(reason: reason)
             }
             if stop.isStopped { return .stopped }
-            logger.warning("reconnecting", metadata: ["cdc.backoff_seconds": "\(backoff)"])
-            Self.sleep(seconds: backoff, stop: stop)
+            let delay = backoff.next()
+            retries.log(logger, .warning, key: "reconnect", "reconnecting", metadata: ["cdc.backoff_seconds": "\(delay)"])
+            stop.sleep(seconds: delay, health: health)
             if stop.isStopped { return .stopped }
-            backoff = min(backoff * 2, options.maxBackoff)
+            metrics.reconnects.increment()
         }
     }
 
+    /// Holds back repeats of the same retry warning while the source stays away.
+    private let retries = RateLimitedLog(interval: 60)
+
     private func recoverFromLoss(reason: String) throws {
-        logger.warning("replication connection lost", metadata: ["cdc.reason": "\(reason)"])
+        retries.log(logger, .warning, key: "lost", "replication connection lost", metadata: ["cdc.reason": "\(reason)"])
+        options.health?.set(.retrying(code: "connection_lost", message: reason))
+        metrics.connected.record(0)
         try writer.discardOpenTransaction()
+        openCounts = [:]
         inTransaction = false
         skipping = false
     }
@@ -137,16 +162,6 @@ public final class CaptureStream {
             return "cannot connect to the source: \(error.message) — check [source] url and that the server is running"
         }
         return "source error: \(error)"
-    }
-
-    /// Sleeps up to `seconds`, waking early when `stop` is set.
-    public static func sleep(seconds: Double, stop: StopSignal) {
-        var left = seconds
-        while left > 0, !stop.isStopped {
-            let step = min(left, 0.1)
-            usleep(UInt32(step * 1_000_000))
-            left -= step
-        }
     }
 
     // MARK: One connection
@@ -172,6 +187,10 @@ public final class CaptureStream {
             + "(proto_version '1', publication_names \(connection.quoteLiteral(connection.quoteIdentifier(options.publication))), messages 'true')"
         try connection.startCopyBoth(command)
         started()
+        retries.reset(key: "lost")
+        retries.reset(key: "reconnect")
+        metrics.connected.record(1)
+        options.health?.set(.running)
         lastConfirmed = LSN.zero
         logger.info("streaming", metadata: [
             "cdc.source": "\(connection.target)", "cdc.slot": "\(options.slot)", "cdc.start_lsn": "\(start)",
@@ -182,7 +201,9 @@ public final class CaptureStream {
         var lastProbe = ContinuousClock.now
         let interval = Duration.milliseconds(Int64(options.statusInterval * 1000))
 
+        let health = options.health
         while true {
+            health?.beat()
             if stop.isStopped {
                 try finishBatch(connection)
                 logger.info("stopped", metadata: ["cdc.resume_lsn": "\(writer.durable.resumeLSN)", "cdc.head": "\(writer.durable.head)"])
@@ -243,17 +264,50 @@ public final class CaptureStream {
     /// Flushes complete transactions (dropping an unfinished one) and confirms them.
     private func finishBatch(_ connection: PGConnection) throws {
         try writer.discardOpenTransaction()
+        openCounts = [:]
         try flush(connection)
     }
 
     /// After the stream broke: keep what arrived whole.
     private func finishCompleteTransactions(_ connection: PGConnection) throws {
         try writer.discardOpenTransaction()
+        openCounts = [:]
+        try durableFlush()
+    }
+
+    /// Makes the staged records durable (one LMDB commit) and records what became durable.
+    private func durableFlush() throws {
+        let records = writer.pendingRecords
+        guard records > 0 || writer.staged != writer.durable else { return }
+        options.health?.doing("writing to the log")
+        let started = ContinuousClock.now
         try writer.flush()
+        let elapsed = ContinuousClock.now - started
+        options.health?.beat()
+        if records > 0 {
+            metrics.commitRecords.record(records)
+            metrics.commitSeconds.record(duration: elapsed)
+        }
+        if !committedTimes.isEmpty {
+            let now = Self.postgresNow() + PgOutputMessage.postgresEpochOffset
+            for time in committedTimes { metrics.latency.recordNanoseconds(max(0, now - time) * 1000) }
+            metrics.transactions.increment(by: committedTimes.count)
+            committedTimes.removeAll(keepingCapacity: true)
+        }
+        if !committedCounts.isEmpty {
+            for (key, count) in committedCounts { metrics.events(key, relationNames[key >> 8] ?? "").increment(by: count) }
+            committedCounts.removeAll(keepingCapacity: true)
+        }
+        updateLag()
+    }
+
+    private func updateLag() {
+        let durable = writer.durable.resumeLSN
+        metrics.lag.record(serverWALEnd > durable ? Int64(serverWALEnd.value - durable.value) : 0)
     }
 
     private func flush(_ connection: PGConnection) throws {
-        try writer.flush()
+        try durableFlush()
         if writer.durable.resumeLSN != lastConfirmed {
             try sendStatus(connection, replyRequested: false)
         }
@@ -318,6 +372,9 @@ public final class CaptureStream {
                 throw CaptureError.fatal("the log's relation index points at seq \(seq), which is not a relation record: run `cdc log verify`")
             }
             logged[oid] = (seq, definition)
+            // Every logged table's row counters exist from the start, at 0.
+            relationNames[seq] = definition.qualifiedName
+            for op in [Operation.insert, .update, .delete] { _ = metrics.events(seq << 8 | UInt64(op.rawValue), definition.qualifiedName) }
         }
     }
 
@@ -330,15 +387,18 @@ public final class CaptureStream {
         switch kind {
         case 0x77:  // 'w' XLogData
             _ = try r.u64()  // start
-            _ = try r.u64()  // server WAL end
+            let walEnd = LSN(try r.u64())
+            if walEnd > serverWALEnd { serverWALEnd = walEnd }
             _ = try r.u64()  // send time
             try handle(try PgOutputMessage.decode(UnsafeRawBufferPointer(rebasing: buffer[r.offset...])))
         case 0x6B:  // 'k' keepalive
             let walEnd = LSN(try r.u64())
+            if walEnd > serverWALEnd { serverWALEnd = walEnd }
             _ = try r.u64()
             let replyRequested = try r.u8() == 1
             if !inTransaction {
                 writer.advanceResume(to: walEnd)
+                updateLag()
                 if let endpos = options.endpos, Self.covers(walEnd, endpos) {
                     try flush(connection)
                     endposReached = true
@@ -385,6 +445,9 @@ public final class CaptureStream {
             }
             writer.endTransaction(commitLSN: commitLSN, commitTime: time, resume: endLSN)
             transactionsWritten += 1
+            committedTimes.append(time)
+            for (key, count) in openCounts { committedCounts[key, default: 0] += count }
+            openCounts.removeAll(keepingCapacity: true)
         case .origin:
             break  // the origin of replicated transactions is not recorded (yet)
         case .type(let oid, let namespace, let name):
@@ -453,6 +516,7 @@ public final class CaptureStream {
                 }
                 writer.endTransaction(commitLSN: lsn, commitTime: nil, resume: LSN(lsn.value + 1))
                 transactionsWritten += 1
+                committedCounts[UInt64(Operation.message.rawValue), default: 0] += 1
             }
         }
     }
@@ -478,6 +542,7 @@ public final class CaptureStream {
             try body(&w)
         }
         txnRecords += 1
+        openCounts[relationSeq << 8 | UInt64(op.rawValue), default: 0] += 1
     }
 
     /// The sequence number of the relation record for `oid`, writing a new version when this
@@ -487,6 +552,7 @@ public final class CaptureStream {
         guard let definition = sessionRelations[oid] else {
             throw CaptureError.protocolViolation("change for relation \(oid) before its Relation message")
         }
+        defer { if let seq = resolved[oid] { relationNames[seq] = definition.qualifiedName } }
         protection[oid] = try options.protector?.methods(for: definition)
         if let latest = logged[oid], latest.definition == definition {
             resolved[oid] = latest.seq
@@ -498,6 +564,7 @@ public final class CaptureStream {
             RecordCodec.writeRelation(definition, to: &w)
         }
         txnRecords += 1
+        openCounts[seq << 8 | UInt64(Operation.relation.rawValue), default: 0] += 1
         writer.noteRelation(oid: oid, seq: seq)
         logged[oid] = (seq, definition)
         resolved[oid] = seq

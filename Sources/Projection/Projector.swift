@@ -30,6 +30,8 @@ public final class Projector {
         public var changes: Int
         /// True when the next record is past the bound.
         public var reachedBound: Bool
+        /// Warehouse rows written (inserted, updated or deleted), by table.
+        public var rows: [String: Int] = [:]
     }
 
     public let mapping: ProjectionMapping
@@ -47,6 +49,8 @@ public final class Projector {
     var stagingCreated: Set<String> = []
     /// The last log record applied to the warehouse.
     public private(set) var position: UInt64 = 0
+    /// The warehouse tables the mapping writes.
+    public var tables: [String] { mapping.dimensions.map(\.table) + mapping.facts.map(\.table) }
 
     enum Handler {
         case dimension(DimensionProjector)
@@ -133,6 +137,13 @@ public final class Projector {
         var changes = 0
         /// The position the warehouse must be at for these writes to apply.
         var after: UInt64 = 0
+        /// Warehouse rows the batch writes, by table.
+        var rowCounts: [String: Int] {
+            var counts: [String: Int] = [:]
+            for (d, w) in dimensions { counts[d.spec.table, default: 0] += w.updates.count + w.inserts.count + w.removed.count }
+            for (f, w) in facts { counts[f.spec.table, default: 0] += w.deleted.count + w.rows.count }
+            return counts
+        }
         /// Truncates or milestone clears: the next batch cannot be folded before this one commits.
         var blocksPipeline: Bool { facts.contains { $0.1.truncated || !$0.1.cleared.isEmpty } }
     }
@@ -146,7 +157,7 @@ public final class Projector {
         do {
             let pending = try fold(batch, reader: connection, overlays: [:])
             try write(pending)
-            return Step(records: pending.records, changes: pending.changes, reachedBound: reachedBound)
+            return Step(records: pending.records, changes: pending.changes, reachedBound: reachedBound, rows: pending.rowCounts)
         } catch {
             recover()
             throw error

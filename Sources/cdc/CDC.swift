@@ -3,7 +3,10 @@ import CDCService
 import Capture
 import EventLog
 import Foundation
+import Lifecycle
 import Logging
+import Metrics
+import Prometheus
 import ServiceLifecycle
 
 @main
@@ -11,7 +14,8 @@ struct CDC: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cdc",
         abstract: "Change data capture from PostgreSQL into an append-only LMDB event log.",
-        subcommands: [Init.self, Run.self, Replay.self, LogCommand.self]
+        version: BuildInfo.version,
+        subcommands: [Init.self, Run.self, Status.self, Replay.self, LogCommand.self]
     )
 }
 
@@ -27,7 +31,9 @@ struct GlobalOptions: ParsableArguments {
         guard let level = Logger.Level(rawValue: logLevel) else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
+        let journal = JournalLogHandler.stderrIsJournal()
         LoggingSystem.bootstrap { label in
+            if journal { return JournalLogHandler(level: level) }
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler
@@ -41,7 +47,7 @@ struct GlobalOptions: ParsableArguments {
 }
 
 /// Turns any error into one line on stderr and a non-zero exit.
-func fail(_ error: Error) -> Never {
+func fail(_ error: Error, status: Int32 = 1) -> Never {
     let message: String
     switch error {
     case let error as CaptureError: message = error.description
@@ -51,7 +57,7 @@ func fail(_ error: Error) -> Never {
     default: message = "\(error)"
     }
     FileHandle.standardError.write(Data(("cdc: error: " + message + "\n").utf8))
-    exit(1)
+    exit(status)
 }
 
 struct Init: AsyncParsableCommand {
@@ -109,6 +115,7 @@ struct Run: AsyncParsableCommand {
     var noProject = false
 
     func run() async throws {
+        var server: MetricsServer?
         do {
             let logger = try global.logger()
             var stopAt: LSN?
@@ -117,31 +124,43 @@ struct Run: AsyncParsableCommand {
                 stopAt = lsn
             }
             let config = try global.loadConfig()
-            let capture = CaptureService(config: config, endpos: stopAt, logger: logger)
-            let indexer = HistoryIndexService(logPath: config.log.path, logger: logger)
-            var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
-                .init(service: capture, successTerminationBehavior: .gracefullyShutdownGroup),
-                .init(service: indexer),
-            ]
-            if let warehouse = config.warehouse, !noProject {
-                services.append(.init(service: ProjectionService(config: config, warehouse: warehouse, drainOnShutdown: stopAt != nil, logger: logger)))
+            let projecting = config.warehouse != nil && !noProject
+            let watchdog = NotifyService.watchdogMicroseconds()
+            let context = RunContext(health: ServiceHealth(projecting: projecting,
+                                                           stallThreshold: ServiceHealth.stallThreshold(watchdogMicroseconds: watchdog)))
+            // The endpoint binds first: a port in use or a bad address stops cdc before it touches the source.
+            if let metrics = config.metrics {
+                let registry = PrometheusCollectorRegistry()
+                MetricsSystem.bootstrap(CatalogMetricsFactory(registry: registry))
+                server = try await MetricsServer.bind(listen: metrics.listen, registry: registry, context: context, logger: logger)
             }
-            let group = ServiceGroup(configuration: .init(
-                services: services,
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger))
-            try await group.run()
+            // ServiceGroup starts these in order and, on SIGTERM, stops them in reverse: STOPPING=1 first,
+            // then the projector's batch, the history index, capture's batch (written and confirmed), and
+            // the endpoint last.
+            var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+            if let server { services.append(.init(service: server)) }
+            services.append(.init(service: MonitorService(config: config, context: context, logger: logger)))
+            services.append(.init(service: CaptureService(config: config, endpos: stopAt, context: context, logger: logger),
+                                  successTerminationBehavior: .gracefullyShutdownGroup))
+            services.append(.init(service: HistoryIndexService(logPath: config.log.path, context: context, logger: logger)))
+            if let warehouse = config.warehouse, projecting {
+                services.append(.init(service: ProjectionService(config: config, warehouse: warehouse, drainOnShutdown: stopAt != nil,
+                                                                 context: context, logger: logger)))
+            }
+            if let notifier = SystemdNotifier.fromEnvironment() {
+                services.append(.init(service: NotifyService(notifier: notifier, context: context, logger: logger)))
+            }
+            var configuration = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            // A deadline for SIGTERM (systemd's TimeoutStopSec is 60 s); --endpos drains the projection, however long.
+            if stopAt == nil {
+                configuration.maximumGracefulShutdownDuration = .seconds(45)
+                configuration.maximumCancellationDuration = .seconds(10)
+            }
+            try await ServiceGroup(configuration: configuration).run()
         } catch {
-            fail(Self.unwrap(error))
+            await server?.close()
+            fail(error)
         }
-    }
-
-    /// ServiceGroup wraps a failing service's error; show the service's own words.
-    static func unwrap(_ error: Error) -> Error {
-        if let group = error as? ServiceGroupError, let described = Mirror(reflecting: group).descendant("backing", "underlyingError") as? Error {
-            return described
-        }
-        return error
     }
 }
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import CDCService
 import EventLog
 import Foundation
+import Lifecycle
 import PGClient
 import Projection
 #if canImport(Glibc)

@@ -40,7 +40,7 @@ import Testing
         #expect(config.warehouse?.mapping == "projections/surgical-robotics.toml", "relative to the file's directory (none here)")
         let located = try Config.parse(Self.full, path: "/etc/cdc/cdc.toml")
         #expect(located.warehouse?.mapping == "/etc/cdc/projections/surgical-robotics.toml")
-        #expect(config.metrics.listen == "0.0.0.0:9999")
+        #expect(config.metrics?.listen == "0.0.0.0:9999")
         // The url is secret: describing the source never shows it.
         #expect(!"\(config.source)".contains(Self.secret))
         #expect(!String(reflecting: config.source).contains(Self.secret))
@@ -71,7 +71,7 @@ import Testing
         #expect(config.source.slot == "cdc")
         #expect(config.source.tables == nil)
         #expect(config.warehouse?.schema == "dw")
-        #expect(config.metrics.listen == "127.0.0.1:9187")
+        #expect(config.metrics?.listen == "127.0.0.1:9187")
     }
 
     @Test func defaults() throws {
@@ -85,7 +85,7 @@ import Testing
             """)
         #expect(minimal.source.tables == nil, "no tables: the publication gets all tables")
         #expect(minimal.warehouse == nil, "[warehouse] is optional")
-        #expect(minimal.metrics.listen == "127.0.0.1:9187")
+        #expect(minimal.metrics == nil, "no [metrics]: no HTTP endpoint")
 
         let warehouse = try Config.parse("""
             [source]

@@ -41,6 +41,14 @@ public final class HistoryIndex: @unchecked Sendable {
         return try HistoryIndex(log: log, path: path, readOnly: !writable)
     }
 
+    /// Opens an existing index read-only, never creating or rebuilding it (for `cdc status`); nil when
+    /// there is none.
+    public static func openReadOnly(log: EventLog) throws -> HistoryIndex? {
+        let path = directory(of: log)
+        guard FileManager.default.fileExists(atPath: path + "/data.mdb") else { return nil }
+        return try HistoryIndex(log: log, path: path, readOnly: true)
+    }
+
     init(log: EventLog, path: String, readOnly: Bool) throws {
         self.log = log
         self.readOnly = readOnly

@@ -260,7 +260,7 @@ func shortDecimal(_ v: Double) -> String {
 }
 
 /// `12893184` as `12.3 MiB (12,893,184 bytes)`.
-func byteSize(_ n: UInt64) -> String {
+public func byteSize(_ n: UInt64) -> String {
     let units = ["KiB", "MiB", "GiB", "TiB"]
     var value = Double(n)
     var unit = -1

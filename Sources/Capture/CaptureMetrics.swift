@@ -1,0 +1,36 @@
+import EventLog
+import Metrics
+
+/// Capture's metrics, through swift-metrics (`cdc run` exports them in Prometheus format at /metrics).
+/// Names follow Prometheus conventions: base units, `_total` for counters.
+///
+/// Counts are recorded when records become durable in the log, never for what a lost connection
+/// discarded, so `cdc_log_events_total` agrees with the log.
+final class CaptureMetrics {
+    /// The server's WAL end minus the end of the last transaction durable in the log.
+    let lag = Gauge(label: "cdc_capture_lag_bytes")
+    /// Source commit to durable in the log, per transaction.
+    let latency = Metrics.Timer(label: "cdc_capture_latency_seconds")
+    let transactions = Counter(label: "cdc_log_transactions_total")
+    /// Records per durable LMDB commit (group-commit size) and the commit's duration.
+    let commitRecords = Recorder(label: "cdc_log_commit_records", aggregate: true)
+    let commitSeconds = Metrics.Timer(label: "cdc_log_commit_seconds")
+    let connected = Gauge(label: "cdc_replication_connected")
+    let reconnects = Counter(label: "cdc_replication_reconnects_total")
+    /// `cdc_log_events_total{table,op}` by `relationSeq << 8 | op`.
+    private var events: [UInt64: Counter] = [:]
+
+    init() {
+        connected.record(0)
+        lag.record(0)
+    }
+
+    /// The events counter of (relation, op) in `key` (`relationSeq << 8 | op`); `table` names the relation.
+    func events(_ key: UInt64, _ table: String) -> Counter {
+        if let counter = events[key] { return counter }
+        let op = Operation(rawValue: UInt8(truncatingIfNeeded: key)).map(\.name) ?? "unknown"
+        let counter = Counter(label: "cdc_log_events_total", dimensions: [("table", table), ("op", op)])
+        events[key] = counter
+        return counter
+    }
+}
