@@ -73,6 +73,7 @@ public struct ProjectionService: Service, CustomStringConvertible {
                     context.projectionPosition = projector!.position
                     connected.record(1)
                     health.set(.running)
+                    context.health.projectionLoaded()
                     retries.reset(key: "projection")
                     logger.info("projecting", metadata: ["cdc.warehouse.schema": "\(warehouse.schema)", "cdc.projection.seq": "\(projector!.position)"])
                 }

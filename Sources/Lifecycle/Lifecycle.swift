@@ -190,6 +190,7 @@ public final class ServiceHealth: Sendable {
 
     /// Facts the monitor refreshes: slot and projection conditions that make the service not ready.
     private let conditions = Mutex<[HealthProblem]>([])
+    private let loaded = Atomic<Bool>(false)
     private let summary = Mutex<String>("")
 
     public init(projecting: Bool, stallThreshold: Double) {
@@ -216,11 +217,12 @@ public final class ServiceHealth: Sendable {
         }
     }
 
-    /// True once capture streams and, when projecting, the projector has loaded once.
+    /// The projector connected to the warehouse and loaded its state (at least once).
+    public func projectionLoaded() { loaded.store(true, ordering: .relaxed) }
+
+    /// True once capture streams and, when projecting, the projector has connected and loaded once.
     public var started: Bool {
-        guard capture.phase == .running else { return false }
-        if let projection, case .starting = projection.phase { return false }
-        return true
+        capture.phase == .running && (projection == nil || loaded.load(ordering: .relaxed))
     }
 
     /// Replaces the conditions the monitor found (slot, lag); they count against readiness.
