@@ -168,7 +168,7 @@ public final class SourceInitializer {
             do {
                 try sql.execute("CREATE PUBLICATION \(sql.quoteIdentifier(options.publication)) FOR \(target)")
             } catch let error as PGError {
-                throw CaptureError.fatal("cannot create publication \"\(options.publication)\": \(error.message) — create it as a superuser (CREATE PUBLICATION \(options.publication) FOR ALL TABLES) or list tables = [...] in [source]")
+                throw CaptureError.fatal("cannot create publication \"\(options.publication)\": \(error.messageAndHint) — create it as a superuser (CREATE PUBLICATION \(options.publication) FOR ALL TABLES) or list tables = [...] in [source]")
             }
             report.createdPublication = true
         }

@@ -157,7 +157,7 @@ public enum WarehouseSchema {
             do {
                 try connection.execute(text)
             } catch let error as PGError {
-                throw WarehouseError("DDL file \(file) failed in schema \(schema): \(error.message)")
+                throw WarehouseError("DDL file \(file) failed in schema \(schema): \(error.messageAndHint)")
             }
         }
     }
