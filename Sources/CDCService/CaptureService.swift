@@ -33,7 +33,7 @@ public struct CaptureService: Service {
         }) {
             let writer = try EventLogWriter(path: config.log.path, create: false)
             guard let identity = try writer.log.sourceIdentity(), try writer.log.state() == .ready else {
-                throw CaptureError.fatal("the log at \(config.log.path) is not initialised: run `cdc init --config ...` first")
+                throw CaptureError(.logNotInitialised, "the log at \(config.log.path) is not initialised: run `cdc init --config ...` first")
             }
             var options = CaptureOptions(conninfo: config.source.url, slot: config.source.slot,
                                          publication: config.source.publication, endpos: endpos)

@@ -92,7 +92,14 @@ public struct ProjectionService: Service, CustomStringConvertible {
                     logger.debug("projected", metadata: ["cdc.projection.records": "\(step.records)", "cdc.projection.seq": "\(projector!.position)"])
                 }
             } catch {
-                let transient = (error as? WarehouseError)?.isTransient ?? (error is PGError)
+                let transient: Bool
+                switch error {
+                case let error as WarehouseError: transient = error.code.isTransient
+                // Any libpq or server error while projecting (whatever its kind or SQLSTATE class):
+                // reconnect and retry.
+                case is PGError: transient = true
+                default: transient = false
+                }
                 guard transient, !drainOnShutdown else { throw error }
                 let delay = backoff.next()
                 connected.record(0)

@@ -123,14 +123,16 @@ public final class CaptureStream {
                 // The first connection failing is an operator error (wrong url, server down), except for
                 // states that pass by themselves: the slot still held by the walsender of a process that
                 // just died (55006), or the server starting up (57P03).
-                let transient = error.sqlState == "55006" || error.sqlState == "57P03"
+                let transient = error.sqlState == .objectInUse || error.sqlState == .cannotConnectNow
                 if (!everStarted && !transient) || error.isAuthenticationFailure || !error.isConnectionLoss {
-                    throw CaptureError.fatal(Self.explain(error, options: options))
+                    throw CaptureError(source: error, options: options)
                 }
                 try recoverFromLoss(reason: error.description)
-            } catch CaptureError.connectionLost(let reason) {
-                guard everStarted else { throw CaptureError.fatal("cannot stream from the source: \(reason)") }
-                try recoverFromLoss(reason: reason)
+            } catch let error as CaptureError where error.code == .connectionLost {
+                guard everStarted else {
+                    throw CaptureError(.sourceUnreachable, "cannot stream from the source: \(error.message)", underlying: error)
+                }
+                try recoverFromLoss(reason: error.message)
             }
             if stop.isStopped { return .stopped }
             let delay = backoff.next()
@@ -229,7 +231,7 @@ public final class CaptureStream {
             if let ended {
                 try finishCompleteTransactions(connection)
                 if let error = ended { throw error }
-                throw CaptureError.connectionLost("the server ended the replication stream")
+                throw CaptureError(.connectionLost, "the server ended the replication stream")
             }
             if endposReached {
                 try finishBatch(connection)
@@ -254,7 +256,7 @@ public final class CaptureStream {
                 if connection.waitReadable(milliseconds: 100) {
                     do { try connection.consumeInput() } catch let error as PGError {
                         try finishCompleteTransactions(connection)
-                        throw CaptureError.connectionLost(error.message)
+                        throw CaptureError(.connectionLost, error.message, underlying: error)
                     }
                 }
             }
@@ -340,28 +342,28 @@ public final class CaptureStream {
     private func checkSource(_ connection: PGConnection) throws {
         let system = try connection.execute("IDENTIFY_SYSTEM")
         guard system.rowCount == 1, let systemID = system.value(0, "systemid") else {
-            throw CaptureError.fatal("IDENTIFY_SYSTEM returned nothing: is [source] url a PostgreSQL server?")
+            throw CaptureError(.unexpectedReply, "IDENTIFY_SYSTEM returned nothing: is [source] url a PostgreSQL server?")
         }
         let database = system.value(0, "dbname") ?? ""
         let found = SourceIdentity(systemIdentifier: systemID, database: database, slot: identity.slot, publication: identity.publication)
         if let difference = identity.difference(from: found) {
-            throw CaptureError.fatal("the log belongs to another source (\(difference)): point [source] url at the database the log was initialised from, or use another [log] path")
+            throw CaptureError(.sourceMismatch, "the log belongs to another source (\(difference)): point [source] url at the database the log was initialised from, or use another [log] path")
         }
         let slots = try connection.execute("""
             SELECT plugin, slot_type, confirmed_flush_lsn, wal_status FROM pg_replication_slots
             WHERE slot_name = \(connection.quoteLiteral(options.slot))
             """)
         guard slots.rowCount == 1 else {
-            throw CaptureError.fatal("replication slot \"\(options.slot)\" does not exist on the source (dropped, or lost in a failover): the changes since the log's position \(writer.durable.resumeLSN) cannot be recovered; cdc never re-creates a slot silently — move the log aside and run `cdc init` to start a new log from a fresh snapshot")
+            throw CaptureError(.slotMissing, "replication slot \"\(options.slot)\" does not exist on the source (dropped, or lost in a failover): the changes since the log's position \(writer.durable.resumeLSN) cannot be recovered; cdc never re-creates a slot silently — move the log aside and run `cdc init` to start a new log from a fresh snapshot")
         }
         if slots.value(0, "wal_status") == "lost" {
-            throw CaptureError.fatal("replication slot \"\(options.slot)\" is invalidated (wal_status = lost, max_slot_wal_keep_size exceeded): the WAL it needed is gone; drop it with SELECT pg_drop_replication_slot('\(options.slot)'), move the log aside and run `cdc init`")
+            throw CaptureError(.slotInvalidated, "replication slot \"\(options.slot)\" is invalidated (wal_status = lost, max_slot_wal_keep_size exceeded): the WAL it needed is gone; drop it with SELECT pg_drop_replication_slot('\(options.slot)'), move the log aside and run `cdc init`")
         }
         if slots.value(0, "plugin") != "pgoutput" || slots.value(0, "slot_type") != "logical" {
-            throw CaptureError.fatal("replication slot \"\(options.slot)\" is not a logical pgoutput slot: choose another [source] slot or drop it and run `cdc init`")
+            throw CaptureError(.slotNotLogical, "replication slot \"\(options.slot)\" is not a logical pgoutput slot: choose another [source] slot or drop it and run `cdc init`")
         }
         if let text = slots.value(0, "confirmed_flush_lsn"), let confirmed = LSN(text), confirmed > writer.durable.resumeLSN {
-            throw CaptureError.fatal("the log ends at \(writer.durable.resumeLSN) but slot \"\(options.slot)\" was already confirmed up to \(confirmed): the changes in between are not in this log (restored from an old copy?); restore the newest log, or move it aside and run `cdc init`")
+            throw CaptureError(.logBehindSlot, "the log ends at \(writer.durable.resumeLSN) but slot \"\(options.slot)\" was already confirmed up to \(confirmed): the changes in between are not in this log (restored from an old copy?); restore the newest log, or move it aside and run `cdc init`")
         }
     }
 
@@ -369,7 +371,7 @@ public final class CaptureStream {
         logged = [:]
         for (oid, seq) in try writer.log.relationIndex() {
             guard let record = try writer.log.record(seq), case .relation(let definition) = record.body else {
-                throw CaptureError.fatal("the log's relation index points at seq \(seq), which is not a relation record: run `cdc log verify`")
+                throw CaptureError(.logCorrupt, "the log's relation index points at seq \(seq), which is not a relation record: run `cdc log verify`")
             }
             logged[oid] = (seq, definition)
             // Every logged table's row counters exist from the start, at 0.

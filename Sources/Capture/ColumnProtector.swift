@@ -20,7 +20,7 @@ public struct ColumnProtector: Sendable {
     public init(columns: [String: PrivacyPolicy.Method], key: [UInt8]?) throws {
         let hashes = columns.values.contains(.hash)
         if hashes, key == nil {
-            throw CaptureError.fatal("privacy: hashed columns need a key: set [privacy] key_file")
+            throw CaptureError(.privacyKeyMissing, "privacy: hashed columns need a key: set [privacy] key_file")
         }
         self.key = hashes ? key : nil
         self.policy = PrivacyPolicy(columns: columns, keyID: hashes ? key.map(PrivacyPolicy.keyID(of:)) : nil)
@@ -33,16 +33,18 @@ public struct ColumnProtector: Sendable {
     public static func loadKey(path: String) throws -> [UInt8] {
         var info = stat()
         guard stat(path, &info) == 0 else {
-            throw CaptureError.fatal("privacy: cannot read key_file \(path): \(String(cString: strerror(errno))) — create one with: head -c 32 /dev/urandom > \(path) && chmod 600 \(path)")
+            let failure = errno
+            throw CaptureError(.privacyKeyUnreadable, "privacy: cannot read key_file \(path): \(String(cString: strerror(failure))) — create one with: head -c 32 /dev/urandom > \(path) && chmod 600 \(path)",
+                               underlying: POSIXErrorCode(rawValue: failure).map { POSIXError($0) })
         }
         guard info.st_mode & 0o007 == 0 else {
-            throw CaptureError.fatal("privacy: key_file \(path) is accessible to other users: run chmod 600 \(path)")
+            throw CaptureError(.privacyKeyInsecure, "privacy: key_file \(path) is accessible to other users: run chmod 600 \(path)")
         }
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw CaptureError.fatal("privacy: cannot read key_file \(path): permission denied")
+            throw CaptureError(.privacyKeyUnreadable, "privacy: cannot read key_file \(path): permission denied")
         }
         guard data.count >= minimumKeyBytes else {
-            throw CaptureError.fatal("privacy: key_file \(path) holds \(data.count) bytes, at least \(minimumKeyBytes) are needed — create one with: head -c 32 /dev/urandom > \(path)")
+            throw CaptureError(.privacyKeyTooShort, "privacy: key_file \(path) holds \(data.count) bytes, at least \(minimumKeyBytes) are needed — create one with: head -c 32 /dev/urandom > \(path)")
         }
         return Array(data)
     }
@@ -62,9 +64,9 @@ public struct ColumnProtector: Sendable {
                 any = true
                 switch method {
                 case .hash where !Self.isTextType(column.typeName):
-                    throw CaptureError.fatal("privacy: \(prefix + column.name) is of type \(column.typeName); hash applies to text columns only (text, varchar, char) — use redact, or hash it in a text column")
+                    throw CaptureError(.privacyPolicyInvalid, "privacy: \(prefix + column.name) is of type \(column.typeName); hash applies to text columns only (text, varchar, char) — use redact, or hash it in a text column")
                 case .redact where column.isKey:
-                    throw CaptureError.fatal("privacy: \(prefix + column.name) is part of the table's replica identity; redacting it would lose the row's key — use hash")
+                    throw CaptureError(.privacyPolicyInvalid, "privacy: \(prefix + column.name) is part of the table's replica identity; redacting it would lose the row's key — use hash")
                 default: break
                 }
             }
@@ -111,7 +113,7 @@ public struct ColumnProtector: Sendable {
     public func requireColumns(_ connection: PGConnection) throws {
         let missing = try missingColumns(connection)
         if !missing.isEmpty {
-            throw CaptureError.fatal("privacy: the source has no column \(missing.joined(separator: ", ")) — name protected columns as schema.table.column in [privacy] of cdc.toml")
+            throw CaptureError(.privacyColumnMissing, "privacy: the source has no column \(missing.joined(separator: ", ")) — name protected columns as schema.table.column in [privacy] of cdc.toml")
         }
     }
 

@@ -47,7 +47,7 @@ public final class SourceInitializer {
             return try PGConnection(conninfo: conninfo, overrides: replication ? SessionSettings.replicationOverrides()
                                         : SessionSettings.sqlOverrides())
         } catch let error as PGError {
-            throw CaptureError.fatal(CaptureStream.explain(error, options: CaptureOptions(conninfo: "", slot: "", publication: "")))
+            throw CaptureError(source: error, options: CaptureOptions(conninfo: "", slot: "", publication: ""))
         }
     }
 
@@ -105,7 +105,7 @@ public final class SourceInitializer {
     public static func identify(_ replication: PGConnection, slot: String, publication: String) throws -> SourceIdentity {
         let system = try replication.execute("IDENTIFY_SYSTEM")
         guard let id = system.value(0, "systemid"), let db = system.value(0, "dbname") else {
-            throw CaptureError.fatal("IDENTIFY_SYSTEM gave no system identifier or database: [source] url must name a database")
+            throw CaptureError(.sourceMisconfigured, "IDENTIFY_SYSTEM gave no system identifier or database: [source] url must name a database")
         }
         return SourceIdentity(systemIdentifier: id, database: db, slot: slot, publication: publication)
     }
@@ -117,7 +117,7 @@ public final class SourceInitializer {
         let sql = try Self.connect(options.conninfo)
         let problems = try Self.preflight(sql, slot: options.slot)
         if let first = problems.first {
-            throw CaptureError.fatal(problems.count == 1 ? first : problems.joined(separator: "; "))
+            throw CaptureError(.sourceMisconfigured, problems.count == 1 ? first : problems.joined(separator: "; "))
         }
         if let protector = options.protector {
             try Self.checkProtection(protector, sql)
@@ -126,19 +126,19 @@ public final class SourceInitializer {
         let identity = try Self.identify(replication, slot: options.slot, publication: options.publication)
         if EventLog.exists(at: logPath), let recorded = try EventLog.openForReading(path: logPath).sourceIdentity(),
            let difference = recorded.difference(from: identity) {
-            throw CaptureError.fatal("the log at \(logPath) belongs to another source (\(difference)): use another [log] path, or point [source] at the log's own source")
+            throw CaptureError(.sourceMismatch, "the log at \(logPath) belongs to another source (\(difference)): use another [log] path, or point [source] at the log's own source")
         }
         let writer = try EventLogWriter(path: logPath)
         let recorded = try writer.log.sourceIdentity()
         if let recorded, let difference = recorded.difference(from: identity) {
-            throw CaptureError.fatal("the log at \(writer.log.path) belongs to another source (\(difference)): use another [log] path, or point [source] at the log's own source")
+            throw CaptureError(.sourceMismatch, "the log at \(writer.log.path) belongs to another source (\(difference)): use another [log] path, or point [source] at the log's own source")
         }
         let state = try writer.log.state()
         let slotExists = try sql.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", [options.slot]).rowCount == 1
 
         if state == .ready {
             guard slotExists else {
-                throw CaptureError.fatal("the log is initialised but replication slot \"\(options.slot)\" is gone: its changes since \(writer.durable.resumeLSN) are lost; cdc never re-creates a slot silently — move the log aside and run `cdc init` again for a fresh snapshot")
+                throw CaptureError(.slotMissing, "the log is initialised but replication slot \"\(options.slot)\" is gone: its changes since \(writer.durable.resumeLSN) are lost; cdc never re-creates a slot silently — move the log aside and run `cdc init` again for a fresh snapshot")
             }
             report.alreadyInitialized = true
             report.consistentPoint = writer.durable.resumeLSN
@@ -149,7 +149,7 @@ public final class SourceInitializer {
         if slotExists {
             // A slot left by an interrupted `cdc init` of this very log has no complete snapshot: start over.
             guard recorded == identity, state == .initializing, writer.durable.head == 0 else {
-                throw CaptureError.fatal("replication slot \"\(options.slot)\" already exists and this log has no snapshot from it: choose another [source] slot, or drop it with SELECT pg_drop_replication_slot('\(options.slot)') if nothing else uses it")
+                throw CaptureError(.slotExists, "replication slot \"\(options.slot)\" already exists and this log has no snapshot from it: choose another [source] slot, or drop it with SELECT pg_drop_replication_slot('\(options.slot)') if nothing else uses it")
             }
             logger.info("dropping the slot of an interrupted init", metadata: ["cdc.slot": "\(options.slot)"])
             try sql.query("SELECT pg_drop_replication_slot($1)", [options.slot])
@@ -168,7 +168,7 @@ public final class SourceInitializer {
             do {
                 try sql.execute("CREATE PUBLICATION \(sql.quoteIdentifier(options.publication)) FOR \(target)")
             } catch let error as PGError {
-                throw CaptureError.fatal("cannot create publication \"\(options.publication)\": \(error.message) — create it as a superuser (CREATE PUBLICATION \(options.publication) FOR ALL TABLES) or list tables = [...] in [source]")
+                throw CaptureError(.publicationFailed, "cannot create publication \"\(options.publication)\": \(error.messageAndHint) — create it as a superuser (CREATE PUBLICATION \(options.publication) FOR ALL TABLES) or list tables = [...] in [source]", underlying: error)
             }
             report.createdPublication = true
         }
@@ -180,7 +180,7 @@ public final class SourceInitializer {
             "CREATE_REPLICATION_SLOT \(replication.quoteIdentifier(options.slot)) LOGICAL pgoutput (SNAPSHOT 'export')")
         guard let pointText = created.value(0, "consistent_point"), let point = LSN(pointText),
               let snapshot = created.value(0, "snapshot_name") else {
-            throw CaptureError.fatal("CREATE_REPLICATION_SLOT returned no consistent point or snapshot")
+            throw CaptureError(.unexpectedReply, "CREATE_REPLICATION_SLOT returned no consistent point or snapshot")
         }
         report.consistentPoint = point
         logger.info("slot created", metadata: ["cdc.slot": "\(options.slot)", "cdc.consistent_point": "\(point)"])

@@ -2,10 +2,67 @@ import Synchronization
 import CLMDB
 import Foundation
 
-/// Errors about the log as a whole (as opposed to LMDB call failures).
+/// Errors about the log as a whole (as opposed to a bare ``LMDBError``): a stable ``Code``, a
+/// message saying what to do, and, when a call failed, that call, its return code and the error.
 public struct EventLogError: Error, CustomStringConvertible, Sendable {
+    /// What went wrong, as a stable identifier: `rawValue` is the snake_case form reported by the
+    /// health endpoints and `status` (e.g. `writer_locked`). Never renamed once released.
+    public enum Code: String, Sendable, Hashable, CaseIterable {
+        /// There is no log at the path (`cdc init` not run, or the wrong path).
+        case noLog = "no_log"
+        /// The directory holds something that is not an initialised cdc event log.
+        case notALog = "not_a_log"
+        /// The log was written by a newer cdc.
+        case formatTooNew = "format_too_new"
+        /// The log is open read-only in this process and cannot be written.
+        case readOnly = "read_only"
+        /// The log directory (or a file in it) cannot be created.
+        case createFailed = "create_failed"
+        /// The log (or its writer lock, or the history index) cannot be opened.
+        case openFailed = "open_failed"
+        /// Another process holds the writer lock.
+        case writerLocked = "writer_locked"
+        /// The log contradicts itself (a record, relation or Merkle leaf is missing; meta unreadable).
+        case corrupt
+        /// The history index is incomplete or unreadable (delete it: it is rebuilt).
+        case historyIndexUnusable = "history_index_unusable"
+        /// A table name that the log does not have.
+        case unknownTable = "unknown_table"
+        /// A table name that matches several tables of the log.
+        case ambiguousTable = "ambiguous_table"
+        /// A table without a replica identity key where one is needed.
+        case noKey = "no_key"
+        /// A key with the wrong number of values.
+        case wrongKey = "wrong_key"
+        /// A bug in cdc.
+        case `internal`
+        /// Anything else.
+        case other
+    }
+
+    public var code: Code
     public var message: String
-    public init(_ message: String) { self.message = message }
+    /// The call that failed, when one did: an LMDB function (`mdb_env_open(path)`) or a system call
+    /// (`open(path)`, `flock(path)`).
+    public var call: String?
+    /// That call's return code: LMDB's (an `MDB_*` constant or an errno value) or the system call's errno.
+    public var returnCode: Int32?
+    /// The error that caused this one (an ``LMDBError``, a Foundation error, ...).
+    public var underlying: (any Error)?
+
+    public init(_ code: Code, _ message: String, call: String? = nil, returnCode: Int32? = nil, underlying: (any Error)? = nil) {
+        self.code = code
+        self.message = message
+        self.call = call
+        self.returnCode = returnCode
+        self.underlying = underlying
+    }
+
+    /// Wraps a failed LMDB call: its name and return code are kept.
+    public init(_ code: Code, _ message: String, lmdb error: LMDBError) {
+        self.init(code, message, call: error.call, returnCode: error.code, underlying: error)
+    }
+
     public var description: String { message }
 }
 
@@ -67,7 +124,7 @@ public final class EventLog: @unchecked Sendable {
         return try registry.withLock { logs in
             if let log = logs[key]?.log {
                 if forWriting && log.environment.readOnly {
-                    throw EventLogError("the log at \(path) is open read-only in this process and cannot be written")
+                    throw EventLogError(.readOnly, "the log at \(path) is open read-only in this process and cannot be written")
                 }
                 return log
             }
@@ -84,12 +141,12 @@ public final class EventLog: @unchecked Sendable {
         let exists = FileManager.default.fileExists(atPath: path + "/data.mdb")
         if !exists {
             guard create else {
-                throw EventLogError("no event log at \(path): run `cdc init` first, or pass the right --log/--config")
+                throw EventLogError(.noLog, "no event log at \(path): run `cdc init` first, or pass the right --log/--config")
             }
             do {
                 try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
             } catch {
-                throw EventLogError("cannot create log directory \(path): \(error.localizedDescription)")
+                throw EventLogError(.createFailed, "cannot create log directory \(path): \(error.localizedDescription)", underlying: error)
             }
         }
         do {
@@ -97,7 +154,7 @@ public final class EventLog: @unchecked Sendable {
             // while readers of this process hold transactions.
             environment = try LMDBEnvironment(path: path, readOnly: environmentReadOnly, mapSize: 1 << 38)
         } catch let error as LMDBError {
-            throw EventLogError("cannot open event log at \(path): \(error.message)")
+            throw EventLogError(.openFailed, "cannot open event log at \(path): \(error.message)", lmdb: error)
         }
         if readOnly {
             guard let events = try environment.existingDatabase("events"),
@@ -105,7 +162,7 @@ public final class EventLog: @unchecked Sendable {
                   let relations = try environment.existingDatabase("relations"),
                   let leaves = try environment.existingDatabase("leaves"),
                   let roots = try environment.existingDatabase("roots") else {
-                throw EventLogError("\(path) is not a cdc event log (missing sub-databases): run `cdc init`")
+                throw EventLogError(.notALog, "\(path) is not a cdc event log (missing sub-databases): run `cdc init`")
             }
             (self.events, self.meta, self.relations, self.leaves, self.roots) = (events, meta, relations, leaves, roots)
         } else {
@@ -126,14 +183,14 @@ public final class EventLog: @unchecked Sendable {
         }
         if let found {
             if found > EventLog.formatVersion {
-                throw EventLogError("the log at \(path) has format version \(found), newer than this cdc's \(EventLog.formatVersion): upgrade cdc")
+                throw EventLogError(.formatTooNew, "the log at \(path) has format version \(found), newer than this cdc's \(EventLog.formatVersion): upgrade cdc")
             }
         } else if stampIfNew {
             try environment.withTransaction(readOnly: false) { txn in
                 try txn.put(meta, key: MetaKey.format, value: keyBytes(EventLog.formatVersion))
             }
         } else {
-            throw EventLogError("\(path) is not an initialised cdc event log: run `cdc init`")
+            throw EventLogError(.notALog, "\(path) is not an initialised cdc event log: run `cdc init`")
         }
     }
 
@@ -164,7 +221,7 @@ public final class EventLog: @unchecked Sendable {
         do {
             return try JSONDecoder().decode([PrivacyEpoch].self, from: data)
         } catch {
-            throw EventLogError("the log's privacy history (meta key privacy) is unreadable: run `cdc log verify`")
+            throw EventLogError(.corrupt, "the log's privacy history (meta key privacy) is unreadable: run `cdc log verify`", underlying: error)
         }
     }
 

@@ -44,7 +44,7 @@ public final class EventLogWriter: @unchecked Sendable {
     /// first one's pid.
     public init(path: String, create: Bool = true) throws {
         if !create && !EventLog.exists(at: path) {
-            throw EventLogError("no event log at \(path): run `cdc init` first, or pass the right --log/--config")
+            throw EventLogError(.noLog, "no event log at \(path): run `cdc init` first, or pass the right --log/--config")
         }
         lockDescriptor = try Self.lockExclusively(directory: path)
         log = try EventLog.shared(path: path, forWriting: true)
@@ -133,7 +133,7 @@ public final class EventLogWriter: @unchecked Sendable {
             }
         }
         guard let headFrontier else {
-            throw EventLogError("internal error: the head \(target.head) is not among the records being written")
+            throw EventLogError(.internal, "internal error: the head \(target.head) is not among the records being written")
         }
         while true {
             do {
@@ -229,17 +229,22 @@ public final class EventLogWriter: @unchecked Sendable {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
-            throw EventLogError("cannot create log directory \(directory): \(error.localizedDescription)")
+            throw EventLogError(.createFailed, "cannot create log directory \(directory): \(error.localizedDescription)", underlying: error)
         }
         let path = directory + "/writer.lock"
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw EventLogError("cannot open \(path): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else {
+            let failure = errno
+            throw EventLogError(.openFailed, "cannot open \(path): \(String(cString: strerror(failure)))", call: "open(\(path))", returnCode: failure)
+        }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let failure = errno
             var buffer = [UInt8](repeating: 0, count: 32)
             let n = read(fd, &buffer, 31)
             close(fd)
             let holder = n > 0 ? String(decoding: buffer[0..<n], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) : "?"
-            throw EventLogError("another cdc process (pid \(holder)) is writing the log at \(directory): stop it first")
+            throw EventLogError(failure == EWOULDBLOCK ? .writerLocked : .openFailed, "another cdc process (pid \(holder)) is writing the log at \(directory): stop it first",
+                                call: "flock(\(path))", returnCode: failure)
         }
         let pid = "\(getpid())\n"
         _ = ftruncate(fd, 0)

@@ -112,7 +112,7 @@ public final class PGConnection: @unchecked Sendable {
         let start = PQexec(handle, sql)
         guard let start, PQresultStatus(start) == PGRES_COPY_OUT else {
             _ = try check(start, call: "COPY")
-            throw PGError(call: "COPY", message: "server did not start COPY OUT")
+            throw PGError(call: "COPY", kind: .protocol, message: "server did not start COPY OUT")
         }
         PQclear(start)
         var count = 0
@@ -140,7 +140,7 @@ public final class PGConnection: @unchecked Sendable {
         let start = PQexec(handle, sql)
         guard let start, PQresultStatus(start) == PGRES_COPY_IN else {
             _ = try check(start, call: "COPY")
-            throw PGError(call: "COPY", message: "server did not start COPY IN")
+            throw PGError(call: "COPY", kind: .protocol, message: "server did not start COPY IN")
         }
         PQclear(start)
         do {
@@ -242,15 +242,9 @@ public final class PGConnection: @unchecked Sendable {
         }
     }
 
+    /// The error `result` reports (see ``PGError/init(result:call:fallback:)``); call before PQclear.
     static func error(from result: OpaquePointer, call: String, fallback: String) -> PGError {
-        let sqlState = PQresultErrorField(result, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }
-        var message = PQresultErrorField(result, Int32(UInt8(ascii: "M"))).map { String(cString: $0) } ?? ""
-        if message.isEmpty { message = String(cString: PQresultErrorMessage(result)) }
-        if message.isEmpty { message = fallback }
-        if let hint = PQresultErrorField(result, Int32(UInt8(ascii: "H"))) {
-            message += " (hint: \(String(cString: hint)))"
-        }
-        return PGError(call: call, sqlState: sqlState, message: message)
+        PGError(result: result, call: call, fallback: fallback)
     }
 
     /// The first word(s) of a command, to name it in errors without echoing data.

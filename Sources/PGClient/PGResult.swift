@@ -35,3 +35,43 @@ public final class PGResult {
         (0..<rowCount).map { r in (0..<columnCount).map { c in value(r, c) } }
     }
 }
+
+extension PGError {
+    /// The error a failed `result` reports, with the server's diagnostic fields. Reads every field
+    /// before returning: PQresultErrorField points into the PGresult, valid only until PQclear.
+    ///
+    /// - Parameter fallback: the connection's message, for results that carry none.
+    init(result: OpaquePointer, call: String, fallback: String) {
+        func field(_ code: UInt8) -> String? {
+            PQresultErrorField(result, Int32(code)).map { String(cString: $0) }
+        }
+        // PG_DIAG_* (postgres_ext.h) are character constants, which Swift does not import.
+        let sqlState = field(UInt8(ascii: "C")).flatMap(SQLState.init(rawValue:))  // PG_DIAG_SQLSTATE
+        var message = field(UInt8(ascii: "M")) ?? ""  // PG_DIAG_MESSAGE_PRIMARY
+        if message.isEmpty { message = String(cString: PQresultErrorMessage(result)) }
+        if message.isEmpty { message = fallback }
+        let status = PQresultStatus(result)
+        let kind: Kind
+        if sqlState != nil {
+            kind = .server
+        } else if status == PGRES_FATAL_ERROR || status == PGRES_NONFATAL_ERROR {
+            // An error result libpq made itself (the connection broke mid-command): no SQLSTATE.
+            kind = .connection
+        } else {
+            // PGRES_BAD_RESPONSE, or a success status where another one was needed.
+            kind = .protocol
+            if message.isEmpty { message = "unexpected result \(String(cString: PQresStatus(status)))" }
+        }
+        self.init(call: call, kind: kind, sqlState: sqlState, message: message,
+                  severity: field(UInt8(ascii: "V")) ?? field(UInt8(ascii: "S")),  // PG_DIAG_SEVERITY_NONLOCALIZED, PG_DIAG_SEVERITY
+                  detail: field(UInt8(ascii: "D")),  // PG_DIAG_MESSAGE_DETAIL
+                  hint: field(UInt8(ascii: "H")),  // PG_DIAG_MESSAGE_HINT
+                  position: field(UInt8(ascii: "P")).flatMap { Int($0) },  // PG_DIAG_STATEMENT_POSITION
+                  context: field(UInt8(ascii: "W")),  // PG_DIAG_CONTEXT
+                  schemaName: field(UInt8(ascii: "s")),  // PG_DIAG_SCHEMA_NAME
+                  tableName: field(UInt8(ascii: "t")),  // PG_DIAG_TABLE_NAME
+                  columnName: field(UInt8(ascii: "c")),  // PG_DIAG_COLUMN_NAME
+                  dataTypeName: field(UInt8(ascii: "d")),  // PG_DIAG_DATATYPE_NAME
+                  constraintName: field(UInt8(ascii: "n")))  // PG_DIAG_CONSTRAINT_NAME
+    }
+}

@@ -65,7 +65,7 @@ public final class Projector {
         self.target = target
         self.log = log
         guard let identity = try log.sourceIdentity() else {
-            throw WarehouseError("the log at \(log.path) is not initialised: run `cdc init`")
+            throw WarehouseError(.logNotInitialised, "the log at \(log.path) is not initialised: run `cdc init`")
         }
         logSource = WarehouseSchema.logSource(identity)
         connection = try target.connect()
@@ -76,7 +76,7 @@ public final class Projector {
     func load() throws {
         let schema = target.schema
         guard let checkpoint = try WarehouseSchema.checkpoint(connection, schema: schema, projection: mapping.name) else {
-            throw WarehouseError("warehouse schema \(schema) has no cdc checkpoint: run `cdc init` to create the warehouse")
+            throw WarehouseError(.checkpointMissing, "warehouse schema \(schema) has no cdc checkpoint: run `cdc init` to create the warehouse")
         }
         try WarehouseSchema.check(checkpoint, schema: schema, mapping: mapping, logSource: logSource)
         let catalog = try WarehouseSchema.catalog(connection, schema: schema)
@@ -307,7 +307,7 @@ public final class Projector {
             let schema = quoteIdentifier(target.schema)
             let locked = try connection.query("SELECT last_seq FROM \(schema).cdc_checkpoint WHERE projection = $1 FOR UPDATE", [mapping.name])
             guard locked.rowCount == 1, UInt64(locked.value(0, 0) ?? "") == pending.after else {
-                throw WarehouseError("the checkpoint of warehouse schema \(target.schema) moved under the projector (expected log record \(pending.after), found \(locked.rowCount == 1 ? locked.value(0, 0) ?? "NULL" : "no row")): another projector writes it, or the schema was swapped", transient: true)
+                throw WarehouseError(.checkpointMoved, "the checkpoint of warehouse schema \(target.schema) moved under the projector (expected log record \(pending.after), found \(locked.rowCount == 1 ? locked.value(0, 0) ?? "NULL" : "no row")): another projector writes it, or the schema was swapped")
             }
             for (d, writes) in pending.dimensions { try write(d, writes) }
             for (f, writes) in pending.facts { try write(f, writes) }

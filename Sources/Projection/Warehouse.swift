@@ -2,16 +2,67 @@ import EventLog
 import Foundation
 import PGClient
 
-/// A problem with the warehouse (unreachable, another schema version, another log), in one line.
+/// A problem with the warehouse (unreachable, another schema version, another log): a stable
+/// ``Code``, a one-line message, and the error that caused it (usually a ``PGError``).
 public struct WarehouseError: Error, CustomStringConvertible, Sendable {
+    /// What went wrong, as a stable identifier: `rawValue` is the snake_case form reported by the
+    /// health endpoints and `status` (e.g. `warehouse_unreachable`). Never renamed once released.
+    public enum Code: String, Sendable, Hashable, CaseIterable {
+        /// The warehouse cannot be reached (or refused the connection for a reason other than
+        /// credentials): retried.
+        case warehouseUnreachable = "warehouse_unreachable"
+        /// The warehouse refused the credentials (SQLSTATE class 28, or libpq's message for a failed
+        /// connection, which has no SQLSTATE).
+        case warehouseAuthenticationFailed = "warehouse_authentication_failed"
+        /// The schema holds another projection.
+        case projectionMismatch = "projection_mismatch"
+        /// The schema was built with another schema_version of the mapping.
+        case schemaVersionMismatch = "schema_version_mismatch"
+        /// The schema was projected from another log.
+        case logMismatch = "log_mismatch"
+        /// The schema holds tables but no cdc checkpoint: it is not cdc's.
+        case notAWarehouse = "not_a_warehouse"
+        /// The schema has no cdc checkpoint (not created yet).
+        case checkpointMissing = "checkpoint_missing"
+        /// The checkpoint moved under the projector (another projector, or a swap): retried.
+        case checkpointMoved = "checkpoint_moved"
+        /// A DDL file of the mapping cannot be read.
+        case ddlUnreadable = "ddl_unreadable"
+        /// A DDL file of the mapping failed; the underlying ``PGError`` has the SQLSTATE.
+        case ddlFailed = "ddl_failed"
+        /// The log has not been through `cdc init`.
+        case logNotInitialised = "log_not_initialised"
+        /// Anything else.
+        case other
+
+        /// Retrying later may succeed; else something must change first (the mapping, the schema,
+        /// the config).
+        public var isTransient: Bool {
+            switch self {
+            case .warehouseUnreachable, .checkpointMoved: true
+            default: false
+            }
+        }
+    }
+
+    public var code: Code
     public var message: String
+    /// The error that caused this one, e.g. the ``PGError`` with the warehouse's SQLSTATE.
+    public var underlying: (any Error)?
+
+    public init(_ code: Code, _ message: String, underlying: (any Error)? = nil) {
+        self.code = code
+        self.message = message
+        self.underlying = underlying
+    }
+
     /// Retrying later may succeed (the warehouse is unreachable, or its checkpoint moved); else
     /// something must change first (the mapping, the schema, the config).
-    public var isTransient: Bool
-    public init(_ message: String, transient: Bool = false) {
-        self.message = message
-        isTransient = transient
-    }
+    public var isTransient: Bool { code.isTransient }
+
+    /// The underlying error's SQLSTATE, when the warehouse sent one.
+    public var sqlState: SQLState? { (underlying as? PGError)?.sqlState }
+
     public var description: String { message }
 }
 
@@ -35,7 +86,8 @@ public struct WarehouseTarget: Sendable {
         do {
             return try PGConnection(conninfo: url, overrides: SessionSettings.sqlOverrides(applicationName: application))
         } catch let error as PGError {
-            throw WarehouseError("cannot connect to the warehouse ([warehouse] url): \(error.message)", transient: !error.isAuthenticationFailure)
+            throw WarehouseError(error.isAuthenticationFailure ? .warehouseAuthenticationFailed : .warehouseUnreachable,
+                                 "cannot connect to the warehouse ([warehouse] url): \(error.message)", underlying: error)
         }
     }
 }
@@ -84,13 +136,13 @@ public enum WarehouseSchema {
     /// Refuses a checkpoint written by another mapping, schema version or log.
     public static func check(_ checkpoint: Checkpoint, schema: String, mapping: ProjectionMapping, logSource: String) throws {
         guard checkpoint.projection == mapping.name else {
-            throw WarehouseError("warehouse schema \(schema) holds projection \(checkpoint.projection), not \(mapping.name) (mapping \(mapping.path)): use another schema")
+            throw WarehouseError(.projectionMismatch, "warehouse schema \(schema) holds projection \(checkpoint.projection), not \(mapping.name) (mapping \(mapping.path)): use another schema")
         }
         guard checkpoint.schemaVersion == mapping.schemaVersion else {
-            throw WarehouseError("warehouse schema \(schema) was built with schema_version \(checkpoint.schemaVersion) of \(mapping.name), the mapping has \(mapping.schemaVersion): rebuild with `cdc replay --schema NEW --swap`, or use the matching mapping")
+            throw WarehouseError(.schemaVersionMismatch, "warehouse schema \(schema) was built with schema_version \(checkpoint.schemaVersion) of \(mapping.name), the mapping has \(mapping.schemaVersion): rebuild with `cdc replay --schema NEW --swap`, or use the matching mapping")
         }
         if let source = checkpoint.logSource, source != logSource {
-            throw WarehouseError("warehouse schema \(schema) was projected from another log (source \(source), this log's is \(logSource)): use another schema")
+            throw WarehouseError(.logMismatch, "warehouse schema \(schema) was projected from another log (source \(source), this log's is \(logSource)): use another schema")
         }
     }
 
@@ -126,7 +178,7 @@ public enum WarehouseSchema {
                     WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm')
                     """, [schema])
                 if let count = Int(tables.value(0, 0) ?? "0"), count > 0 {
-                    throw WarehouseError("schema \(schema) already holds \(count) tables or views but no cdc checkpoint: it is not a cdc warehouse; choose another schema or drop it")
+                    throw WarehouseError(.notAWarehouse, "schema \(schema) already holds \(count) tables or views but no cdc checkpoint: it is not a cdc warehouse; choose another schema or drop it")
                 }
                 try connection.execute("CREATE SCHEMA IF NOT EXISTS \(quoted)")
                 try runDDL(connection, schema: schema, mapping: mapping)
@@ -152,12 +204,12 @@ public enum WarehouseSchema {
         try connection.execute("SET LOCAL search_path TO \(quoteIdentifier(schema))")
         for file in mapping.ddl {
             guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
-                throw WarehouseError("cannot read DDL file \(file) named by mapping \(mapping.path)")
+                throw WarehouseError(.ddlUnreadable, "cannot read DDL file \(file) named by mapping \(mapping.path)")
             }
             do {
                 try connection.execute(text)
             } catch let error as PGError {
-                throw WarehouseError("DDL file \(file) failed in schema \(schema): \(error.message)")
+                throw WarehouseError(.ddlFailed, "DDL file \(file) failed in schema \(schema): \(error.messageAndHint)", underlying: error)
             }
         }
     }

@@ -112,7 +112,7 @@ struct Replay: AsyncParsableCommand {
                 try connection.execute("LOCK TABLE \(l).cdc_checkpoint IN ACCESS EXCLUSIVE MODE")
                 try connection.execute("ALTER SCHEMA \(l) RENAME TO \(parking)")
             } else if try connection.query("SELECT 1 FROM pg_namespace WHERE nspname = $1", [live]).rowCount > 0 {
-                throw WarehouseError("the live schema \(live) exists but is not a cdc warehouse: not swapping it away")
+                throw WarehouseError(.notAWarehouse, "the live schema \(live) exists but is not a cdc warehouse: not swapping it away")
             }
             try connection.execute("ALTER SCHEMA \(r) RENAME TO \(l)")
             if exists { try connection.execute("ALTER SCHEMA \(parking) RENAME TO \(r)") }

@@ -41,7 +41,7 @@ public struct JSONLExporter {
         switch record.body {
         case .row(let old, let before, let after):
             guard let definition else {
-                throw EventLogError("record \(seq) refers to relation record \(h.relationSeq), which is missing")
+                throw EventLogError(.corrupt, "record \(seq) refers to relation record \(h.relationSeq), which is missing")
             }
             w.raw(",\"before\":")
             if let before { Self.row(before, definition, &w) } else { w.raw("null") }

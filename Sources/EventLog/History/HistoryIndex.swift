@@ -57,7 +57,7 @@ public final class HistoryIndex: @unchecked Sendable {
             if readOnly {
                 guard let entries = try environment.existingDatabase("entries", sortedDuplicates: true),
                       let meta = try environment.existingDatabase("meta") else {
-                    throw EventLogError("the history index at \(path) is incomplete: delete that directory (it is rebuilt from the log)")
+                    throw EventLogError(.historyIndexUnusable, "the history index at \(path) is incomplete: delete that directory (it is rebuilt from the log)")
                 }
                 (self.entries, self.meta) = (entries, meta)
             } else {
@@ -65,7 +65,7 @@ public final class HistoryIndex: @unchecked Sendable {
                 meta = try environment.openDatabase("meta", create: true)
             }
         } catch let error as LMDBError {
-            throw EventLogError("cannot open the history index at \(path): \(error.message) — delete that directory (it is rebuilt from the log)")
+            throw EventLogError(.historyIndexUnusable, "cannot open the history index at \(path): \(error.message) — delete that directory (it is rebuilt from the log)", lmdb: error)
         }
     }
 
@@ -121,7 +121,7 @@ public final class HistoryIndex: @unchecked Sendable {
                         }
                     }
                     guard let leaf = try log.leaf(end) else {
-                        throw EventLogError("record \(end) has no Merkle leaf: run `cdc log verify`")
+                        throw EventLogError(.corrupt, "record \(end) has no Merkle leaf: run `cdc log verify`")
                     }
                     try txn.put(meta, key: Self.throughKey, value: keyBytes(end))
                     try txn.put(meta, key: Self.leafKey, value: leaf)

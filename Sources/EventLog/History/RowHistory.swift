@@ -27,10 +27,10 @@ extension EventLog {
             }
         }
         guard !matches.isEmpty else {
-            throw EventLogError("no table named \(name) in the log (its tables: \(all.sorted().joined(separator: ", ")))")
+            throw EventLogError(.unknownTable, "no table named \(name) in the log (its tables: \(all.sorted().joined(separator: ", ")))")
         }
         guard matches.count == 1 else {
-            throw EventLogError("\(name) names several tables (\(matches.map(\.qualifiedName).sorted().joined(separator: ", "))): give schema.table")
+            throw EventLogError(.ambiguousTable, "\(name) names several tables (\(matches.map(\.qualifiedName).sorted().joined(separator: ", "))): give schema.table")
         }
         return matches[0]
     }
@@ -41,11 +41,11 @@ extension EventLog {
         let relation = try latestRelation(named: table)
         let keyColumns = relation.keyColumnIndices
         guard !keyColumns.isEmpty else {
-            throw EventLogError("\(relation.qualifiedName) has no replica identity key in the log: its rows cannot be told apart")
+            throw EventLogError(.noKey, "\(relation.qualifiedName) has no replica identity key in the log: its rows cannot be told apart")
         }
         let names = keyColumns.map { relation.columns[$0].name }
         guard key.count == keyColumns.count else {
-            throw EventLogError("\(relation.qualifiedName) is keyed by (\(names.joined(separator: ", "))): give \(keyColumns.count) value\(keyColumns.count == 1 ? "" : "s") in that order, not \(key.count)")
+            throw EventLogError(.wrongKey, "\(relation.qualifiedName) is keyed by (\(names.joined(separator: ", "))): give \(keyColumns.count) value\(keyColumns.count == 1 ? "" : "s") in that order, not \(key.count)")
         }
         let tableName = relation.qualifiedName
         let target = HistoryKey.part(values: key.map { Array($0.utf8) })

@@ -78,7 +78,7 @@ extension EventLog {
         func lsnAt(_ seq: UInt64) throws -> LSN {
             try environment.withTransaction(readOnly: true) { txn in
                 guard let bytes = try txn.get(events, key: keyBytes(seq)) else {
-                    throw EventLogError("record \(seq) is missing below the head \(head): run `cdc log verify`")
+                    throw EventLogError(.corrupt, "record \(seq) is missing below the head \(head): run `cdc log verify`")
                 }
                 var r = ByteReader(bytes)
                 return try RecordCodec.decodeHeader(&r).lsn
