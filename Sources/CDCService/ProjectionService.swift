@@ -117,8 +117,11 @@ public struct ProjectionService: Service, CustomStringConvertible {
 
     /// The stable code of a projection failure, for /readyz and STATUS=.
     static func code(of error: Error) -> String {
-        if let error = error as? PGError, let state = error.sqlState { return "sqlstate_\(state)" }
-        return "warehouse_error"
+        switch error {
+        case let error as WarehouseError: error.code.rawValue
+        case let error as PGError: error.sqlState.map { "sqlstate_\($0)" } ?? "warehouse_unreachable"
+        default: "other"
+        }
     }
 }
 

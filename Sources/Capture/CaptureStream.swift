@@ -148,7 +148,7 @@ public final class CaptureStream {
 
     private func recoverFromLoss(reason: String) throws {
         retries.log(logger, .warning, key: "lost", "replication connection lost", metadata: ["cdc.reason": "\(reason)"])
-        options.health?.set(.retrying(code: "connection_lost", message: reason))
+        options.health?.set(.retrying(code: CaptureError.Code.connectionLost.rawValue, message: reason))
         metrics.connected.record(0)
         try writer.discardOpenTransaction()
         openCounts = [:]
