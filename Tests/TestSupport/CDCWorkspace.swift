@@ -33,7 +33,15 @@ public final class CDCWorkspace: @unchecked Sendable {
         try text.write(toFile: configPath, atomically: true, encoding: .utf8)
     }
 
-    /// Runs SQL against the workspace's database.
+    /// Appends `text` to cdc.toml: whole TOML tables (e.g. `[metrics]`), which may follow any other.
+    public func appendConfig(_ text: String) throws {
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: configPath))
+        defer { try? handle.close() }
+        handle.seekToEndOfFile()
+        handle.write(Data(("\n" + text + "\n").utf8))
+    }
+
+        /// Runs SQL against the workspace's database.
     @discardableResult
     public func sql(_ statement: String) throws -> [[String?]] {
         try server.execute(statement, database: database)

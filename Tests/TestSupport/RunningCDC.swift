@@ -41,6 +41,19 @@ public final class RunningCDC: @unchecked Sendable {
         return finished!
     }
 
+    /// Waits up to `timeout` seconds for the process to exit and returns its exit status; when it is
+    /// still running then, kills it (SIGKILL), reaps it and returns nil.
+    public func wait(timeout: Double) -> Int32? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while isRunning && Date() < deadline { usleep(20_000) }
+        if isRunning {
+            send(SIGKILL)
+            wait()
+            return nil
+        }
+        return wait().status
+    }
+
     /// True while the process has not exited (does not reap it).
     public var isRunning: Bool {
         if finished != nil { return false }
@@ -70,11 +83,12 @@ public final class RunningCDC: @unchecked Sendable {
 }
 
 extension CDCWorkspace {
-    /// Starts `cdc run --config cdc.toml --no-project ARGS...` in the background.
-    public func startRun(_ arguments: [String] = []) throws -> RunningCDC {
+    /// Starts `cdc run --config cdc.toml --no-project ARGS...` in the background, with `environment`
+    /// added to the test process's (e.g. `NOTIFY_SOCKET`, `WATCHDOG_USEC`).
+    public func startRun(_ arguments: [String] = [], environment: [String: String] = [:]) throws -> RunningCDC {
         let path = directory + "/run-\(UInt32.random(in: 0...UInt32.max)).stderr"
         let pid = try Shell.spawn(Self.executable, ["run", "--config", configPath, "--no-project"] + arguments,
-                                  stdout: "/dev/null", stderr: path)
+                                  environment: environment, stdout: "/dev/null", stderr: path)
         return RunningCDC(pid: pid, stderrPath: path)
     }
 }

@@ -13,29 +13,39 @@ public enum Shell {
         public var status: Int32
         public var stdout: String
         public var stderr: String
+
+        public init(status: Int32, stdout: String, stderr: String) {
+            self.status = status
+            self.stdout = stdout
+            self.stderr = stderr
+        }
     }
 
-    /// Runs `executable` with `arguments` to completion.
-    public static func run(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws -> Result {
+    /// Runs `executable` with `arguments` to completion, its standard input read from the file `stdin`
+    /// (default /dev/null).
+    public static func run(_ executable: String, _ arguments: [String], environment: [String: String]? = nil,
+                           stdin: String = "/dev/null") throws -> Result {
         let base = NSTemporaryDirectory() + "cdc-shell-\(UUID().uuidString)"
         defer {
             unlink(base + ".out")
             unlink(base + ".err")
         }
-        let pid = try spawn(executable, arguments, environment: environment, stdout: base + ".out", stderr: base + ".err")
+        let pid = try spawn(executable, arguments, environment: environment, stdin: stdin,
+                            stdout: base + ".out", stderr: base + ".err")
         let status = wait(pid)
         let stdout = (try? String(contentsOfFile: base + ".out", encoding: .utf8)) ?? ""
         let stderr = (try? String(contentsOfFile: base + ".err", encoding: .utf8)) ?? ""
         return Result(status: status, stdout: stdout, stderr: stderr)
     }
 
-    /// Starts `executable` in the background with stdout and stderr appended to the given files.
+    /// Starts `executable` in the background with stdout and stderr appended to the given files and
+    /// stdin read from `stdin`. `environment` is added to (and overrides) the test process's own.
     public static func spawn(_ executable: String, _ arguments: [String], environment: [String: String]? = nil,
-                             stdout: String, stderr: String) throws -> pid_t {
+                             stdin: String = "/dev/null", stdout: String, stderr: String) throws -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 0, stdin, O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, stdout, O_WRONLY | O_CREAT | O_APPEND, 0o644)
         posix_spawn_file_actions_addopen(&actions, 2, stderr, O_WRONLY | O_CREAT | O_APPEND, 0o644)
         let env = ProcessInfo.processInfo.environment.merging(environment ?? [:]) { $1 }.map { "\($0.key)=\($0.value)" }

@@ -47,13 +47,17 @@ public final class WarehouseWorkspace: @unchecked Sendable {
     public var warehouseURL: String { server.conninfo(database: warehouseDatabase) }
 
     /// (Re)writes cdc.toml: the source and log sections of the workspace, then `[warehouse]` with the
-    /// given values (the workspace's own for those left nil; `url` replaces the warehouse url only).
+    /// given values (the workspace's own for those left nil; `url` replaces the warehouse url only,
+    /// `sourceURL` the source's), then `sections` (whole TOML tables such as `[metrics]`).
+    /// `extraSource` adds keys to `[source]`. Neither `sourceURL`, `extraSource` nor `sections` is
+    /// remembered for later calls.
     public func writeConfig(url: String? = nil, schema: String? = nil, timezone: String? = nil,
-                            mapping: String? = nil, extraWarehouse: String = "") throws {
+                            mapping: String? = nil, extraWarehouse: String = "",
+                            sourceURL: String? = nil, extraSource: String = "", sections: String = "") throws {
         if let schema { self.schema = schema }
         if let timezone { self.timezone = timezone }
         if let mapping { self.mapping = mapping }
-        try source.writeConfig()
+        try source.writeConfig(conninfo: sourceURL, extraSource: extraSource)
         var section = """
 
             [warehouse]
@@ -64,11 +68,12 @@ public final class WarehouseWorkspace: @unchecked Sendable {
             """
         if let zone = self.timezone { section += "timezone = \"\(zone)\"\n" }
         section += extraWarehouse
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: configPath))
-        defer { try? handle.close() }
-        handle.seekToEndOfFile()
-        handle.write(Data(section.utf8))
+        if !sections.isEmpty { section += "\n" + sections + "\n" }
+        try source.appendConfig(section)
     }
+
+    /// Appends `text` (whole TOML tables, e.g. `[metrics]`) to cdc.toml.
+    public func appendConfig(_ text: String) throws { try source.appendConfig(text) }
 
     // MARK: SQL
 
@@ -157,11 +162,12 @@ public final class WarehouseWorkspace: @unchecked Sendable {
         }
     }
 
-    /// Starts `cdc run --config cdc.toml ARGS...` (capture and projection) in the background.
-    public func startRun(_ arguments: [String] = []) throws -> RunningCDC {
+    /// Starts `cdc run --config cdc.toml ARGS...` (capture and projection) in the background, with
+    /// `environment` added to the test process's (e.g. `NOTIFY_SOCKET`, `WATCHDOG_USEC`).
+    public func startRun(_ arguments: [String] = [], environment: [String: String] = [:]) throws -> RunningCDC {
         let path = directory + "/run-\(UInt32.random(in: 0...UInt32.max)).stderr"
         let pid = try Shell.spawn(CDCWorkspace.executable, ["run", "--config", configPath] + arguments,
-                                  stdout: "/dev/null", stderr: path)
+                                  environment: environment, stdout: "/dev/null", stderr: path)
         return RunningCDC(pid: pid, stderrPath: path)
     }
 
