@@ -280,12 +280,11 @@ public final class CaptureStream {
     /// Makes the staged records durable (one LMDB commit) and records what became durable.
     private func durableFlush() throws {
         let records = writer.pendingRecords
-        guard records > 0 || writer.staged != writer.durable else { return }
         options.health?.doing("writing to the log")
         let started = ContinuousClock.now
         try writer.flush()
         let elapsed = ContinuousClock.now - started
-        options.health?.beat()
+        options.health?.doing("")
         if records > 0 {
             metrics.commitRecords.record(records)
             metrics.commitSeconds.record(duration: elapsed)

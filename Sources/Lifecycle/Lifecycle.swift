@@ -150,9 +150,10 @@ public final class LoopHealth: Sendable {
     }
 
     /// Names what the loop is about to block on (e.g. "writing a batch to the warehouse"), for the
-    /// message that reports a stall.
+    /// message that reports a stall ("" when done); beats too.
     public func doing(_ activity: String) {
         state.withLock { $0.activity = activity }
+        beat()
     }
 
     public var phase: Phase { state.withLock { $0.phase } }
