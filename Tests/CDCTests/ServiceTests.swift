@@ -57,16 +57,6 @@ import Glibc
         return metrics
     }
 
-    /// Evaluates `condition` every 0.1 s until it holds or `timeout` seconds pass; returns whether it held.
-    static func eventually(timeout: Double = 30, _ condition: () throws -> Bool) rethrows -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        while true {
-            if try condition() { return true }
-            if Date() >= deadline { return false }
-            usleep(100_000)
-        }
-    }
-
     /// The `code`s of a /readyz `reasons` or /healthz and `cdc status` `problems` array.
     static func codes(_ object: [String: Any]?, _ key: String) -> [String] {
         (object?[key] as? [[String: Any]] ?? []).compactMap { $0["code"] as? String }
@@ -206,7 +196,7 @@ import Glibc
         let live = HTTP.poll(healthz, timeout: 30) { $0.status == 200 }
         try #require(live.status == 200, "healthz before the stall: \(live)")
         #expect(live.json?["status"] as? String == "ok", "\(live)")
-        try #require(try Self.eventually { try ws.count("dim_facilities", where: "facility_id = 'F1'") == 1 }, "the snapshot is projected")
+        try #require(try eventually { try ws.count("dim_facilities", where: "facility_id = 'F1'") == 1 }, "the snapshot is projected")
 
         // Another session holds the checkpoint table; a source change makes the projector wait on it.
         let blocker = try ws.server.connect(database: ws.warehouseDatabase)
@@ -241,7 +231,7 @@ import Glibc
         let recovered = HTTP.poll(healthz, timeout: 40) { $0.status == 200 }
         #expect(recovered.status == 200, "healthz 200 again: \(recovered)")
         #expect(notify.waitFor("WATCHDOG=1", from: releasedMark, timeout: 30) != nil, "WATCHDOG=1 resumes:\n\(notify.transcript)")
-        #expect(try Self.eventually { try ws.current("dim_facilities", "F1")?["facility_name"] == "Mercy General" },
+        #expect(try eventually { try ws.current("dim_facilities", "F1")?["facility_name"] == "Mercy General" },
                 "the change reaches the warehouse: \(run.stderr)")
         run.send(SIGTERM)
         #expect(run.wait(timeout: 60) == 0, "\(run.stderr)")
@@ -435,7 +425,7 @@ import Glibc
         away = false
         let back = HTTP.poll(readyz, timeout: 90) { $0.status == 200 }
         #expect(back.status == 200, "readyz 200 after the warehouse returns: \(back)\n\(run.stderr)")
-        #expect(try Self.eventually { try ws.current("dim_facilities", "F1")?["facility_name"] == "Mercy General" },
+        #expect(try eventually { try ws.current("dim_facilities", "F1")?["facility_name"] == "Mercy General" },
                 "projection caught up: \(run.stderr)")
         #expect(Self.scrape(port, timeout: 10) { $0.value("cdc_warehouse_connected") == 1 }.value("cdc_warehouse_connected") == 1)
         run.send(SIGTERM)
@@ -637,7 +627,7 @@ import Glibc
 
         // Capture goes on, and nothing of the unpublished table is in the log.
         try ws.sql(Fixture.facility("F1", "Mercy"))
-        #expect(try Self.eventually { try ws.rowEvents(table: "facilities").count == 1 }, "capture goes on: \(run.stderr)")
+        #expect(try eventually { try ws.rowEvents(table: "facilities").count == 1 }, "capture goes on: \(run.stderr)")
         #expect(try ws.export().allSatisfy { ($0["table"] as? String)?.contains("unpublished_fill") != true })
         run.send(SIGTERM)
         #expect(run.wait(timeout: 60) == 0, "\(run.stderr)")

@@ -69,3 +69,13 @@ public enum Shell {
         return 128 + (status & 0x7F)
     }
 }
+
+/// Evaluates `condition` every 0.1 s until it holds or `timeout` seconds pass; returns whether it held.
+public func eventually(timeout: Double = 30, _ condition: () throws -> Bool) rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(timeout)
+    while true {
+        if try condition() { return true }
+        if Date() >= deadline { return false }
+        usleep(100_000)
+    }
+}
