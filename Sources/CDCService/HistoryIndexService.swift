@@ -53,7 +53,7 @@ public struct HistoryIndexService: Service, CustomStringConvertible {
                     }
                 }
                 health.doing("indexing log records")
-                let read = try index!.catchUp(limit: 20_000)
+                let read = try index!.catchUp(limit: 50_000)
                 context.historyPosition = try index!.indexedThrough()
                 health.doing("")
                 if read == 0 { stop.sleep(seconds: idle, health: health) }
