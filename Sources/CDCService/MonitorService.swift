@@ -108,7 +108,7 @@ public struct MonitorService: Service, CustomStringConvertible {
                 do {
                     if source == nil {
                         source = try PGConnection(conninfo: config.source.url,
-                                                  overrides: SessionSettings.sqlOverrides(applicationName: "cdc-monitor").merging(["connect_timeout": "5"]) { $1 })
+                                                  overrides: SessionSettings.sqlOverrides(applicationName: "cdc-monitor", connectTimeout: 5))
                     }
                     slot = try SlotStatus.query(source!, slot: config.source.slot)
                     slotError = slot == nil ? "replication slot \"\(config.source.slot)\" does not exist on the source" : nil
@@ -136,7 +136,7 @@ public struct MonitorService: Service, CustomStringConvertible {
             }
             if let position {
                 gauges.head.record(Int64(clamping: position.head))
-                if let size = StatusReport.fileSize(config.log.path + "/data.mdb") { gauges.size.record(Int64(clamping: size)) }
+                if let size = log?.dataFileSize()?.bytes { gauges.size.record(Int64(clamping: size)) }
                 if let indexed = context.historyPosition {
                     gauges.historyLag.record(Int64(clamping: position.head > indexed ? position.head - indexed : 0))
                 }

@@ -149,7 +149,7 @@ public struct NotifyService: Service, CustomStringConvertible {
             case .running, .stopped: break
             }
         }
-        let conditions = health.readinessProblems().filter { ["retained_wal_high", "slot_wal_unreserved", "slot_wal_lost", "projection_lagging"].contains($0.code) }
+        let conditions = health.currentConditions
         if !conditions.isEmpty { line += "; problems: " + conditions.map(\.code).joined(separator: ", ") }
         return line
     }

@@ -1,3 +1,4 @@
+import Capture
 import EventLog
 import Lifecycle
 import PGClient
@@ -40,7 +41,7 @@ public struct SlotStatus: Sendable, Equatable {
         case "unreserved":
             problems.append(HealthProblem(code: "slot_wal_unreserved", message: "replication slot \"\(name)\" has wal_status = unreserved: it holds more WAL than max_slot_wal_keep_size allows and the server will invalidate it at the next checkpoint unless cdc catches up; make sure `cdc run` is streaming (slot active: \(active)), or raise max_slot_wal_keep_size on the source. If it becomes lost: drop it with SELECT pg_drop_replication_slot('\(name)'), move the log aside and run `cdc init`"))
         case "lost":
-            problems.append(HealthProblem(code: "slot_wal_lost", message: "replication slot \"\(name)\" is invalidated (wal_status = lost, max_slot_wal_keep_size exceeded): the WAL it needed is gone; drop it with SELECT pg_drop_replication_slot('\(name)'), move the log aside and run `cdc init`"))
+            problems.append(HealthProblem(code: "slot_wal_lost", message: CaptureError.invalidatedSlotMessage(name)))
         default:
             break
         }

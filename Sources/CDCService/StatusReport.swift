@@ -3,9 +3,6 @@ import Foundation
 import Lifecycle
 import PGClient
 import Projection
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// What `cdc status` reports: the log, the slot, the warehouse checkpoint, the history index and the
 /// privacy policy, with the problems found. Gathered read-only (the log is opened read-only and the
@@ -42,11 +39,6 @@ public struct StatusReport: Sendable {
     /// 0 healthy, 1 problems, 2 cannot tell.
     public var exitCode: Int32 { cannotTell ? 2 : problems.isEmpty ? 0 : 1 }
 
-    /// The size of the file at `path` (as `ls -l` shows it), nil when it cannot be read.
-    static func fileSize(_ path: String) -> UInt64? {
-        (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? UInt64
-    }
-
     /// Gathers the report for `config`; failures become problems, nothing throws.
     public static func gather(_ config: Config) -> StatusReport {
         var report = StatusReport()
@@ -54,7 +46,7 @@ public struct StatusReport: Sendable {
         if EventLog.exists(at: config.log.path), let log = try? EventLog.openForReading(path: config.log.path),
            (try? log.state()) == .ready, let position = try? log.position() {
             eventLog = log
-            let size = fileSize(config.log.path + "/data.mdb")
+            let size = log.dataFileSize()?.bytes
             report.log = Log(path: config.log.path, headSeq: position.head, headLSN: position.lastCommitLSN,
                              headCommitTime: position.lastCommitTime, resumeLSN: position.resumeLSN, sizeBytes: size)
             report.privacy = (try? log.privacyHistory())?.last
@@ -67,7 +59,7 @@ public struct StatusReport: Sendable {
 
         do {
             let source = try PGConnection(conninfo: config.source.url,
-                                          overrides: SessionSettings.sqlOverrides(applicationName: "cdc-status").merging(["connect_timeout": "10"]) { $1 })
+                                          overrides: SessionSettings.sqlOverrides(applicationName: "cdc-status", connectTimeout: 10))
             if let slot = try SlotStatus.query(source, slot: config.source.slot) {
                 report.slot = slot
                 if !slot.active {

@@ -103,3 +103,11 @@ extension CaptureError {
         self.init(code, CaptureStream.explain(error, options: options), underlying: error)
     }
 }
+
+extension CaptureError {
+    /// What an invalidated slot (wal_status = lost) means and how to recover; said by `cdc run`, which
+    /// stops, and by `cdc status` and /readyz.
+    public static func invalidatedSlotMessage(_ slot: String) -> String {
+        "replication slot \"\(slot)\" is invalidated (wal_status = lost, max_slot_wal_keep_size exceeded): the WAL it needed is gone; drop it with SELECT pg_drop_replication_slot('\(slot)'), move the log aside and run `cdc init`"
+    }
+}

@@ -356,7 +356,7 @@ public final class CaptureStream {
             throw CaptureError(.slotMissing, "replication slot \"\(options.slot)\" does not exist on the source (dropped, or lost in a failover): the changes since the log's position \(writer.durable.resumeLSN) cannot be recovered; cdc never re-creates a slot silently — move the log aside and run `cdc init` to start a new log from a fresh snapshot")
         }
         if slots.value(0, "wal_status") == "lost" {
-            throw CaptureError(.slotInvalidated, "replication slot \"\(options.slot)\" is invalidated (wal_status = lost, max_slot_wal_keep_size exceeded): the WAL it needed is gone; drop it with SELECT pg_drop_replication_slot('\(options.slot)'), move the log aside and run `cdc init`")
+            throw CaptureError(.slotInvalidated, CaptureError.invalidatedSlotMessage(options.slot))
         }
         if slots.value(0, "plugin") != "pgoutput" || slots.value(0, "slot_type") != "logical" {
             throw CaptureError(.slotNotLogical, "replication slot \"\(options.slot)\" is not a logical pgoutput slot: choose another [source] slot or drop it and run `cdc init`")

@@ -228,6 +228,7 @@ public final class ServiceHealth: Sendable {
 
     /// Replaces the conditions the monitor found (slot, lag); they count against readiness.
     public func setConditions(_ problems: [HealthProblem]) { conditions.withLock { $0 = problems } }
+    public var currentConditions: [HealthProblem] { conditions.withLock { $0 } }
 
     /// One line on what the service is doing (the monitor's words), for STATUS=.
     public func setSummary(_ text: String) { summary.withLock { $0 = text } }
@@ -253,7 +254,7 @@ public final class ServiceHealth: Sendable {
             }
         }
         problems += stalls()
-        problems += conditions.withLock { $0 }
+        problems += currentConditions
         return problems
     }
 }

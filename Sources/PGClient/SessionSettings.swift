@@ -21,9 +21,12 @@ public enum SessionSettings {
         ["replication": "database", "options": options, "fallback_application_name": applicationName]
     }
 
-    /// Keywords added to the operator's conninfo for an ordinary connection.
-    public static func sqlOverrides(applicationName: String = "cdc") -> [String: String] {
-        ["options": options, "fallback_application_name": applicationName]
+    /// Keywords added to the operator's conninfo for an ordinary connection; `connectTimeout` (seconds)
+    /// bounds the connection attempt for callers that must not hang on an unreachable server.
+    public static func sqlOverrides(applicationName: String = "cdc", connectTimeout: Int? = nil) -> [String: String] {
+        var keywords = ["options": options, "fallback_application_name": applicationName]
+        if let connectTimeout { keywords["connect_timeout"] = String(connectTimeout) }
+        return keywords
     }
 }
 
