@@ -231,12 +231,14 @@ import TestSupport
         #expect(refused.isConnectionLoss && !refused.isAuthenticationFailure)
 
         let role = "errcodes_\(UInt32.random(in: 0...UInt32.max))"
-        try server.execute("CREATE ROLE \(role) WITH LOGIN REPLICATION PASSWORD 'right-secret'")
+        // Throwaway credentials made up for this test: the role's password and a different one to try.
+        let (right, wrong) = (UUID().uuidString, UUID().uuidString)
+        try server.execute("CREATE ROLE \(role) WITH LOGIN REPLICATION PASSWORD '\(right)'")
         defer { _ = try? server.execute("DROP ROLE IF EXISTS \(role)") }
-        let url = "host=127.0.0.1 port=\(server.port) dbname=postgres user=\(role) password=wrong-secret"
-        let wrong = try #require(Self.failure { _ = try PGConnection(conninfo: url) })
-        #expect(wrong.kind == .connection && wrong.sqlState == nil && wrong.isAuthenticationFailure, "\(wrong)")
-        #expect(!wrong.message.contains("wrong-secret"))
+        let url = "host=127.0.0.1 port=\(server.port) dbname=postgres user=\(role) password=\(wrong)"
+        let refusedLogin = try #require(Self.failure { _ = try PGConnection(conninfo: url) })
+        #expect(refusedLogin.kind == .connection && refusedLogin.sqlState == nil && refusedLogin.isAuthenticationFailure, "\(refusedLogin)")
+        #expect(!refusedLogin.message.contains(wrong))
 
         // Capture and the warehouse turn them into coded errors that keep the PGError.
         do {
