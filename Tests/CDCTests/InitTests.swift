@@ -221,7 +221,8 @@ import Glibc
         let stats = try ws.stats()
         #expect(stats["state"] as? String == "ready")
         #expect(stats["head"] as? Int == rows + 1, "one relation record and each row once: \(stats["head"] ?? "?")")
-        #expect(try ws.statsCount("public.bulk", "snapshot") == rows)
+        #expect(try ws.statsCount("public.bulk", "snapshot") == Int(ws.sql("SELECT count(*) FROM bulk")[0][0] ?? ""),
+                "as many snapshot rows as the source table has")
         let verify = try ws.cdc(["log", "verify", "--log", ws.logPath])
         #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
 
