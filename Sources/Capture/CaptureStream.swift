@@ -172,7 +172,13 @@ public final class CaptureStream {
         let connection = try PGConnection(conninfo: options.conninfo, overrides: SessionSettings.replicationOverrides())
         try checkSource(connection)
         if !privacyChecked {
-            try options.protector?.requireColumns(connection)
+            // `cdc init`'s checks, before the policy is recorded or a change is read: a column the
+            // source lacks, a hash of a non-text column, a redacted key column. (Otherwise the policy
+            // would be recorded and other tables' changes written before the first change of the
+            // table it cannot apply to stops capture.) The catalog queries need an ordinary connection.
+            if let protector = options.protector {
+                try SourceInitializer.checkProtection(protector, SourceInitializer.connect(options.conninfo))
+            }
             let policy = options.protector?.policy ?? .none
             if try writer.recordPrivacy(policy) {
                 logger.notice("privacy policy recorded", metadata: ["cdc.privacy.columns": "\(policy.columns.count)", "cdc.from_seq": "\(writer.durable.head + 1)"])

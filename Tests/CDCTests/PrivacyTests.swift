@@ -3,7 +3,7 @@ import Testing
 import TestSupport
 
 /// `[privacy]`: columns hashed (keyed HMAC-SHA-256) or redacted at capture, before anything is written.
-@Suite struct PrivacyTests {
+@Suite(.timeLimit(.minutes(10))) struct PrivacyTests {
     static let secret = "PATIENT-SECRET-0001"
     static let other = "PATIENT-SECRET-0002"
 
@@ -153,5 +153,108 @@ import TestSupport
         #expect(!FileManager.default.fileExists(atPath: ws.logPath + "/data.mdb"), "\(name): no log was created")
         #expect(try ws.sql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '\(ws.slot)'")[0][0] == "0",
                 "\(name): no slot was created")
+    }
+
+    @Test func replicaIdentityFullBeforeImagesAreHashedToo() throws {
+        let ws = try CDCWorkspace("privacy_full")
+        defer { ws.tearDown() }
+        let key = try Self.writeKey(ws)
+        try ws.sql("ALTER TABLE surgical_procedures REPLICA IDENTITY FULL")
+        // Under FULL every column is part of the identity: redaction would lose the row's key.
+        try Self.appendPrivacy(ws, """
+            key_file = "\(key.path)"
+            hash = ["public.surgical_procedures.patient_id"]
+            redact = ["public.surgical_procedures.patient_gender"]
+            """)
+        expectOneLineError(try ws.cdc(["init", "--config", ws.configPath]), naming: ["patient_gender", "replica identity"])
+        try ws.writeConfig()
+        try Self.appendPrivacy(ws, """
+            key_file = "\(key.path)"
+            hash = ["public.surgical_procedures.patient_id"]
+            """)
+
+        try ws.sql(Self.parents)
+        try ws.sql(Self.procedure("P1", patient: Self.secret))
+        try ws.initialize()
+        try ws.sql(Self.procedure("P2", patient: Self.secret))
+        try ws.sql("UPDATE surgical_procedures SET status = 'completed' WHERE procedure_id = 'P1'")           // patient unchanged
+        try ws.sql("UPDATE surgical_procedures SET patient_id = '\(Self.other)' WHERE procedure_id = 'P2'")   // patient changed
+        try ws.sql("DELETE FROM surgical_procedures WHERE procedure_id = 'P2'")
+        try ws.catchUp()
+
+        let secretHash = try Self.openSSLHMAC(Self.secret, keyHex: key.hex)
+        let otherHash = try Self.openSSLHMAC(Self.other, keyHex: key.hex)
+        let events = try ws.rowEvents(table: "surgical_procedures")
+        #expect(events.map { $0["op"] as? String } == ["snapshot", "insert", "update", "update", "delete"])
+        let changes = events.filter { $0["op"] as? String == "update" || $0["op"] as? String == "delete" }
+        #expect(changes.map { $0["before_kind"] as? String } == ["row", "row", "row"], "FULL sends the whole old row")
+        #expect(changes.map { row($0, "before")?["patient_id"] as? String } == [secretHash, secretHash, otherHash],
+                "the old rows' patient ids are hashed like the new ones")
+        #expect(changes.map { row($0, "before")?["procedure_type"] as? String } == ["Cholecystectomy", "Cholecystectomy", "Cholecystectomy"],
+                "the other columns of the old rows are as the source held them")
+        #expect(events.filter { $0["op"] as? String != "delete" }.map { row($0)?["patient_id"] as? String }
+                    == [secretHash, secretHash, secretHash, otherHash])
+
+        let data = try Data(contentsOf: URL(fileURLWithPath: ws.logPath + "/data.mdb"))
+        #expect(!occurs(Self.secret, in: data) && !occurs(Self.other, in: data), "no clear-text patient id in data.mdb")
+        #expect(occurs(otherHash, in: data))
+    }
+
+    /// Policies that cannot apply, set after `cdc init` (which had a good one): `cdc run` must refuse
+    /// them before it writes anything. KEY is the good key file, replaced in the entry as named.
+    static let badRunPolicies: [(String, String, String)] = [
+        ("unknown column", #"redact = ["public.surgical_procedures.patient_name"]"#, "public.surgical_procedures.patient_name"),
+        ("hash of a number", #"hash = ["public.surgical_procedures.patient_age"]"# + "\nkey_file = \"KEY\"",
+         "public.surgical_procedures.patient_age"),
+        ("redacted key", #"redact = ["public.surgical_procedures.procedure_id"]"#, "public.surgical_procedures.procedure_id"),
+        ("short key", #"hash = ["public.surgical_procedures.patient_id"]"# + "\nkey_file = \"SHORT\"", "SHORT"),
+        ("world-readable key", #"hash = ["public.surgical_procedures.patient_id"]"# + "\nkey_file = \"OPEN\"", "OPEN"),
+        ("missing key file", #"hash = ["public.surgical_procedures.patient_id"]"# + "\nkey_file = \"GONE\"", "GONE"),
+    ]
+
+    @Test(arguments: badRunPolicies)
+    func runRefusesAPolicyThatCannotApplyBeforeWritingAnything(_ name: String, _ section: String, _ expected: String) throws {
+        let ws = try CDCWorkspace("privacy_run")
+        defer { ws.tearDown() }
+        let key = try Self.writeKey(ws)
+        let good = "key_file = \"\(key.path)\"\nhash = [\"public.surgical_procedures.patient_id\"]"
+        try Self.appendPrivacy(ws, good)
+        try ws.sql(Self.parents)
+        try ws.initialize()
+        // Changes waiting in the slot, to the protected table and another one.
+        try ws.sql("INSERT INTO facilities VALUES ('F2', 'Second', 'Austin', 'TX', 'US', 'Community', 50)")
+        try ws.sql(Self.procedure("P1", patient: Self.secret))
+        let before = try ws.exportLines()
+        let privacyBefore = try ws.stats()["privacy"] as? [Any]
+        let confirmed = "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(ws.slot)'"
+        let confirmedBefore = try ws.sql(confirmed)
+
+        let files = ["SHORT": ws.directory + "/short.key", "OPEN": ws.directory + "/open.key", "GONE": ws.directory + "/gone.key"]
+        _ = FileManager.default.createFile(atPath: files["SHORT"]!, contents: Data("only 16 bytes ..".utf8))
+        chmod(files["SHORT"]!, 0o600)
+        try FileManager.default.copyItem(atPath: key.path, toPath: files["OPEN"]!)
+        chmod(files["OPEN"]!, 0o644)
+        var edited = section.replacingOccurrences(of: "KEY", with: key.path)
+        var words = [expected]
+        for (placeholder, path) in files {
+            edited = edited.replacingOccurrences(of: placeholder, with: path)
+            words = words.map { $0 == placeholder ? path : $0 }
+        }
+        try ws.writeConfig()
+        try Self.appendPrivacy(ws, edited)
+
+        let result = try ws.runToCurrentLSN()
+        expectOneLineError(result, naming: words)
+        #expect(try ws.exportLines() == before, "\(name): the log is unchanged")
+        #expect(try ws.stats()["privacy"] as? [Any] as NSArray? == privacyBefore as NSArray?, "\(name): no policy was recorded")
+        #expect(try ws.sql(confirmed) == confirmedBefore, "\(name): nothing was confirmed to the server")
+
+        // With the good policy back, the changes that waited arrive, protected.
+        try ws.writeConfig()
+        try Self.appendPrivacy(ws, good)
+        try ws.catchUp()
+        let procedures = try ws.rowEvents(table: "surgical_procedures")
+        #expect(procedures.map { row($0)?["patient_id"] as? String } == [try Self.openSSLHMAC(Self.secret, keyHex: key.hex)])
+        #expect(try ws.rowEvents(table: "facilities").map { row($0)?["facility_id"] as? String } == ["F1", "F2"])
     }
 }
