@@ -177,42 +177,41 @@ public final class WarehouseWorkspace: @unchecked Sendable {
     public struct Change: Sendable {
         public let before: String
         public let after: String
+        /// Its xid (32 bits, as logical decoding and the log report it).
+        public let xid: UInt32
+        /// Its commit as the server recorded it.
+        public let commit: Commit
     }
 
-    /// A source transaction's commit LSN and commit time as the log records them.
+    /// A source transaction's commit LSN and commit time, from the server (never from cdc).
     public struct Commit: Sendable, Equatable {
+        /// The start of its WAL commit record (pg_walinspect): the commit LSN logical decoding reports.
         public let lsn: String
-        /// RFC 3339 UTC with microseconds, as in the export (compare with ``rfc3339(_:)``).
+        /// `pg_xact_commit_timestamp(xid)`, RFC 3339 UTC with microseconds as in the export (compare
+        /// with ``rfc3339(_:)``).
         public let time: String
     }
 
-    /// Runs `statements` on the source as one transaction (BEGIN ... COMMIT added) and returns the WAL
-    /// range holding its commit, to be resolved with ``commit(of:)`` once the log has it.
+    /// Runs `statements` on the source as one transaction (BEGIN ... COMMIT added) and records its xid,
+    /// commit LSN (from the WAL) and commit time (from the server's commit timestamps).
     @discardableResult
     public func change(_ statements: String) throws -> Change {
         let connection = try server.connect(database: source.database)
         let before = try connection.execute("SELECT pg_current_wal_insert_lsn()").value(0, 0)!
-        try connection.execute("BEGIN; \(statements); COMMIT")
+        // synchronous_commit on: the commit record is flushed when COMMIT returns, so pg_walinspect
+        // can read it right away.
+        try connection.execute("BEGIN; SET LOCAL synchronous_commit = on; \(statements)")
+        let xidText = try connection.execute("SELECT (pg_current_xact_id()::text::bigint % 4294967296)::text").value(0, 0)
+        try connection.execute("COMMIT")
         let after = try connection.execute("SELECT pg_current_wal_insert_lsn()").value(0, 0)!
-        return Change(before: before, after: after)
+        guard let xid = xidText.flatMap({ UInt32($0) }) else { throw TestFailure("no xid: \(xidText ?? "NULL")") }
+        let record = try server.commitRecord(xid: xid, from: before, to: after)
+        return Change(before: before, after: after, xid: xid, commit: Commit(lsn: record.lsn, time: try server.commitTime(xid: xid)))
     }
 
-    /// The commit of `change`, from the log (after a run captured it). Throws unless exactly one
-    /// transaction of the log committed in the change's WAL range.
-    public func commit(of change: Change) throws -> Commit {
-        let lo = Self.lsn(change.before), hi = Self.lsn(change.after)
-        var found: [String: String] = [:]
-        for event in try source.export() where event["op"] as? String != "relation" {
-            guard let lsn = event["lsn"] as? String, let time = event["commit_time"] as? String,
-                  event["xid"] as? Int != nil else { continue }
-            let value = Self.lsn(lsn)
-            if value > lo && value <= hi { found[lsn] = time }
-        }
-        guard found.count == 1, let (lsn, time) = found.first else {
-            throw TestFailure("expected one logged transaction in (\(change.before), \(change.after)], found \(found)")
-        }
-        return Commit(lsn: lsn, time: time)
-    }
+    /// The commit of `change` as the server recorded it (the WAL's commit record, the server's commit
+    /// timestamp): what the log and the warehouse must say about it.
+    public func commit(of change: Change) -> Commit { change.commit }
 
     /// "X/Y" as a 64-bit position.
     public static func lsn(_ text: String) -> UInt64 {
