@@ -429,7 +429,7 @@ import TestSupport
         defer { ws.tearDown() }
         try ws.sql("ALTER TABLE surgical_procedures ALTER COLUMN robot_id DROP NOT NULL")
         try ws.initialize()
-        let unknownBefore = try ws.dump(schema: "dw").mapValues { $0.filter { $0.hasPrefix("(-1,") } }
+        let unknownBefore = try ws.dump(schema: "dw").rows.mapValues { $0.filter { $0.hasPrefix("(-1,") } }
         try ws.change("\(Fixture.facility("F1", "Mercy")); \(Fixture.surgeon("S1", "Dr. Ada Stone")); \(Fixture.robot("R1", facility: nil))")
         try ws.change(Fixture.procedure("P1", robot: nil, surgeon: "S1", facility: "F1"))
         try ws.run()
@@ -438,7 +438,7 @@ import TestSupport
         #expect(r1[0]["facility_key"] == "-1", "a robot without a facility points at the unknown facility")
         #expect(try ws.fact("P1")?["robot_key"] == "-1", "a procedure without a robot points at the unknown robot")
         #expect(try ws.count("dim_robots", where: "robot_id IS NULL") == 1, "no row is inferred for NULL")
-        let unknownAfter = try ws.dump(schema: "dw").mapValues { $0.filter { $0.hasPrefix("(-1,") } }
+        let unknownAfter = try ws.dump(schema: "dw").rows.mapValues { $0.filter { $0.hasPrefix("(-1,") } }
         #expect(unknownAfter == unknownBefore, "the unknown members are never written")
 
         // NULL → F1 is a change of the lookup's business key: a new version pointing at F1.
