@@ -13,10 +13,15 @@ import Glibc
 ///    surgeon's key (DEFAULT: old key only);
 /// C: delete that surgeon;
 /// D: truncate robot_maintenance and emit a transactional message.
+/// A test_decoding slot, created before A, decodes the same transactions independently of cdc.
 struct InspectLog: Sendable {
     let ws: CDCWorkspace
     /// `cdc log export` lines.
     let lines: [String]
+    /// A..D as PostgreSQL's test_decoding plugin decoded them, in commit order.
+    let decoded: [DecodedTransaction]
+    /// Their commit records in the WAL (pg_walinspect), by xid.
+    let commitRecords: [UInt32: ServerCommit]
     let xidA, xidB, xidC: Int
     let lsnA, lsnB, lsnC, snapshotLSN: String
     let timeB, timeC: String
@@ -30,6 +35,9 @@ struct InspectLog: Sendable {
             INSERT INTO surgeons VALUES ('S1', 'Dr 1', 'Urology', 6, 'Basic');
             """)
         try ws.initialize()
+        let decoder = try TestDecodingSlot.create(server: ws.server, database: ws.database)
+        defer { decoder.drop() }
+        let from = try ws.server.currentLSN()
         try ws.sql("""
             BEGIN;
             INSERT INTO surgeons VALUES ('S2', 'Dr 2', 'Cardiology', 3, 'Advanced');
@@ -46,6 +54,9 @@ struct InspectLog: Sendable {
         try ws.sql("DELETE FROM surgeons WHERE surgeon_id = 'S3'")
         try ws.sql("BEGIN; TRUNCATE robot_maintenance; SELECT pg_logical_emit_message(true, 'audit', 'nightly check'); COMMIT;")
         try ws.catchUp()
+        // Read while the test_decoding slot still holds the WAL.
+        let decoded = try decoder.transactions()
+        let commitRecords = try ws.server.commitRecords(of: decoded, from: from)
         let lines = try ws.exportLines()
         let events = try lines.map(parseEvent)
         func find(_ op: String, _ table: String, _ test: (Event) -> Bool = { _ in true }) throws -> Event {
@@ -58,7 +69,7 @@ struct InspectLog: Sendable {
         let b = try find("update", "facilities") { row($0)?["city"] as? String == "Cambridge" }
         let c = try find("delete", "surgeons")
         let snapshot = try find("snapshot", "facilities")
-        return InspectLog(ws: ws, lines: lines,
+        return InspectLog(ws: ws, lines: lines, decoded: decoded, commitRecords: commitRecords,
                           xidA: a["xid"] as! Int, xidB: b["xid"] as! Int, xidC: c["xid"] as! Int,
                           lsnA: a["lsn"] as! String, lsnB: b["lsn"] as! String, lsnC: c["lsn"] as! String,
                           snapshotLSN: snapshot["lsn"] as! String,
@@ -87,7 +98,7 @@ struct InspectLog: Sendable {
     }
 }
 
-@Suite struct LogInspectTests {
+@Suite(.timeLimit(.minutes(10))) struct LogInspectTests {
     nonisolated(unsafe) static var built: InspectLog?
     static let shared: Result<InspectLog, any Error> = Result {
         let log = try InspectLog.build()
@@ -198,16 +209,106 @@ struct InspectLog: Sendable {
         #expect(try f.lines(["export", "--from", "3", "--to", "7"]) == Array(f.lines[2..<7]))
         #expect(try f.lines(["export", "--from", "0", "--to", "2"]) == Array(f.lines[0..<2]), "--from 0 is the start, as before")
         #expect(try f.lines(["export", "--from", "3", "--to", "7", "--op", "relation"]) == Array(f.lines[2..<7]).filter { $0.contains("\"op\":\"relation\"") })
-        // An unfiltered export is unchanged: byte for byte what JSONLExporter renders over a plain scan.
-        let log = try EventLog.openForReading(path: f.ws.logPath)
-        var exporter = JSONLExporter(log: log)
-        var writer = JSONWriter()
-        try log.scan { seq, bytes in
-            try exporter.render(seq: seq, record: try RecordCodec.decode(bytes), into: &writer)
-            return true
+    }
+
+    /// The export against an independent decoder of the same WAL: PostgreSQL's test_decoding plugin.
+    /// Every streamed transaction (the snapshot has no WAL of its own) in commit order, with its xid,
+    /// commit LSN (the WAL's commit record) and commit time, and each row change, truncate and message
+    /// in order with its table, op and every column value.
+    @Test func theExportHoldsWhatTestDecodingDecoded() throws {
+        let f = try fixture()
+        try #require(f.decoded.count == 4, "test_decoding saw A, B, C and D: \(f.decoded)")
+        #expect(f.decoded.map(\.changes.count) == [2, 3, 1, 2], "\(f.decoded)")
+        try Self.expectSame(f.events, f.decoded, f.commitRecords)
+    }
+
+    /// The same comparison over values of many types: quotes, newlines and backslashes in text, NULLs,
+    /// booleans, numeric, float, arrays, jsonb, bytea, timestamptz, an unchanged TOASTed value; old rows
+    /// of REPLICA IDENTITY FULL updates and deletes; a quoted table name.
+    @Test func valuesOfEveryKindAreExportedAsTestDecodingDecodesThem() throws {
+        let ws = try CDCWorkspace("inspect_kinds", schema: false)
+        defer { ws.tearDown() }
+        try ws.sql(#"""
+            CREATE TABLE "Kinds ""x"" y" (id int PRIMARY KEY, t text, b bool, n numeric(12, 4), f float8, a text[], j jsonb,
+                                        raw bytea, at timestamptz, big text);
+            ALTER TABLE "Kinds ""x"" y" ALTER COLUMN big SET STORAGE EXTERNAL;
+            ALTER TABLE "Kinds ""x"" y" REPLICA IDENTITY FULL;
+            CREATE TABLE plain (id text PRIMARY KEY, v int)
+            """#)
+        try ws.initialize()
+        let decoder = try TestDecodingSlot.create(server: ws.server, database: ws.database)
+        defer { decoder.drop() }
+        let from = try ws.server.currentLSN()
+        try ws.sql(#"""
+            BEGIN;
+            INSERT INTO "Kinds ""x"" y" VALUES
+                (1, E'it''s "quoted"\nand\\back', true, 1234.5600, 2.5, '{"a b",NULL,c}', '{"k": [1, "two"]}', '\x00ff10',
+                 '2026-03-14 10:00:00.5+00', (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 320) i)),
+                (2, NULL, false, NULL, -0.25, NULL, NULL, NULL, NULL, NULL);
+            INSERT INTO plain VALUES ('p''1', 7);
+            COMMIT;
+            """#)
+        try ws.sql(#"UPDATE "Kinds ""x"" y" SET b = NOT b, t = 'x y' WHERE id = 1"#)
+        try ws.sql(#"BEGIN; DELETE FROM "Kinds ""x"" y" WHERE id = 2; UPDATE plain SET v = NULL; DELETE FROM plain; COMMIT"#)
+        try ws.catchUp()
+        let decoded = try decoder.transactions()
+        let records = try ws.server.commitRecords(of: decoded, from: from)
+        try #require(decoded.map(\.changes.count) == [3, 1, 3], "\(decoded)")
+        try #require(decoded[1].changes.first?.new?["big"] == .unchangedToast, "the update does not send the TOASTed value: \(decoded[1])")
+        try Self.expectSame(try ws.exportLines().map(parseEvent), decoded, records)
+    }
+
+    /// The export's streamed transactions (the snapshot has no WAL of its own) against test_decoding's,
+    /// in commit order: xid, commit LSN (the WAL's commit record, which ends where test_decoding's
+    /// COMMIT is), commit time, and every change in order.
+    static func expectSame(_ events: [Event], _ decoded: [DecodedTransaction], _ commitRecords: [UInt32: ServerCommit],
+                           sourceLocation: SourceLocation = #_sourceLocation) throws {
+        struct Exported { var xid: Int; var lsn: String; var time: String?; var changes: [DecodedChange] }
+        var exported: [Exported] = []
+        for event in events where event["op"] as? String != "relation" {
+            guard let xid = event["xid"] as? Int else { continue }  // the snapshot
+            let lsn = event["lsn"] as? String ?? "?"
+            if exported.last?.xid != xid || exported.last?.lsn != lsn {
+                exported.append(Exported(xid: xid, lsn: lsn, time: event["commit_time"] as? String, changes: []))
+            }
+            exported[exported.count - 1].changes.append(try decodedChange(event))
         }
-        let plain = try f.log(["export", "--format", "jsonl"])
-        #expect(plain.status == 0 && plain.stdout == String(decoding: writer.bytes, as: UTF8.self))
+        #expect(exported.map(\.xid) == decoded.map { Int($0.xid) }, "the same transactions, in commit order", sourceLocation: sourceLocation)
+        for (log, server) in zip(exported, decoded) {
+            let record = commitRecords[server.xid]
+            #expect(log.lsn == record?.lsn, "xid \(server.xid): commit LSN \(log.lsn) in the log, \(record?.description ?? "?") in the WAL",
+                    sourceLocation: sourceLocation)
+            #expect(record?.end == server.commitEnd, "xid \(server.xid): test_decoding's COMMIT is the end of that record",
+                    sourceLocation: sourceLocation)
+            #expect(log.time == server.commitTime, "xid \(server.xid): commit time", sourceLocation: sourceLocation)
+            #expect(log.changes == server.changes,
+                    "xid \(server.xid):\nlog:\n\(log.changes.map { "  \($0)" }.joined(separator: "\n"))\ntest_decoding:\n\(server)",
+                    sourceLocation: sourceLocation)
+        }
+    }
+
+    /// An export event in test_decoding's terms: text values (booleans as true/false), the old row
+    /// without its NULL columns.
+    static func decodedChange(_ event: Event) throws -> DecodedChange {
+        func value(_ any: Any) throws -> DecodedValue {
+            switch any {
+            case is NSNull: return .null
+            case let marker as [String: Any] where marker["unchanged_toast"] != nil: return .unchangedToast
+            case let text as String: return .text(text)
+            case let number as NSNumber: return .text(isJSONBool(number) ? (number.boolValue ? "true" : "false") : number.stringValue)
+            default: throw TestFailure("unexpected value \(any) in \(event)")
+            }
+        }
+        func values(_ side: String) throws -> [String: DecodedValue]? {
+            try (event[side] as? [String: Any])?.mapValues(value)
+        }
+        let op = event["op"] as? String ?? "?"
+        var flags: Set<String> = []
+        for flag in ["cascade", "restart_identity", "transactional"] where event[flag] as? Bool == true { flags.insert(flag) }
+        if op == "message" {
+            return DecodedChange(table: nil, op: op, flags: flags, prefix: event["prefix"] as? String, content: event["content"] as? String)
+        }
+        return DecodedChange(table: event["table"] as? String, op: op, old: try values("before"), new: try values("after"), flags: flags)
     }
 
     /// `2026-11-22T02:02:55.254715Z` as the same instant at +05:30.

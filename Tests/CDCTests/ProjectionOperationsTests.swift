@@ -8,7 +8,7 @@ import Glibc
 /// Running the projector: replay gives the live warehouse back row for row and key for key (also as it
 /// was at an LSN or a time), --swap, kill -9 under load, the views against the source, and bad input
 /// refused with one line before anything is written.
-@Suite struct ProjectionOperationsTests {
+@Suite(.timeLimit(.minutes(10))) struct ProjectionOperationsTests {
     /// A seeded source (tools/seed.sql) captured by `cdc init`, with a warehouse.
     static func seeded(_ name: String) throws -> WarehouseWorkspace {
         let ws = try WarehouseWorkspace(name)
@@ -109,7 +109,8 @@ import Glibc
         let newLiveOID = try #require(try oid("dw"))
         #expect(try oid("dw_next") == liveOID, "the previous live warehouse is now named dw_next")
         #expect(newLiveOID != liveOID, "dw is the rebuilt schema")
-        #expect(WarehouseWorkspace.differences(before, try ws.dump(schema: "dw")).isEmpty, "the rebuilt warehouse equals the one it replaced")
+        let swapped = WarehouseWorkspace.differences(before, try ws.dump(schema: "dw"), names: ("replaced", "rebuilt"))
+        #expect(swapped.isEmpty, "the rebuilt warehouse equals the one it replaced:\n\(swapped.joined(separator: "\n"))")
         #expect(try ws.count("fact_procedures") == 1 && (try ws.count("dim_robots", where: "robot_id = 'R1'")) == 2, "the live name answers queries")
 
         // `cdc run` goes on projecting into the live name, i.e. into the rebuilt schema.

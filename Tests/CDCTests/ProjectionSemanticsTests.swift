@@ -4,27 +4,38 @@ import TestSupport
 
 /// Every semantic rule of the projector (issue 3, /work/notes/projector-contract.md), each on its own,
 /// checked the way a data engineer checks a warehouse: real source changes, the real `cdc run` with
-/// projection, then SQL against the warehouse tables, with commit LSNs and times taken from the log.
-@Suite struct ProjectionSemanticsTests {
+/// projection, then SQL against the warehouse tables, with commit LSNs and times taken from the server
+/// (the WAL's commit records, pg_xact_commit_timestamp), never from cdc's own output.
+@Suite(.timeLimit(.minutes(10))) struct ProjectionSemanticsTests {
     // MARK: Versions
 
     @Test func aSnapshotRowOpensAnInsertVersionAtTheConsistentPoint() throws {
         let ws = try WarehouseWorkspace("ps_snapshot")
         defer { ws.tearDown() }
         try ws.sql(Fixture.facility("F1", "Mercy General"))
+        // The snapshot has no commit of its own: its time is taken during init, its LSN is the slot's
+        // consistent point (the slot's confirmed_flush_lsn until something is confirmed).
+        func now() throws -> String? { try ws.sql("SELECT \(WarehouseWorkspace.rfc3339("clock_timestamp()"))")[0][0] }
+        let initStarted = try #require(try now())
         try ws.initialize()
+        let initEnded = try #require(try now())
+        let consistentPoint = try #require(try ws.server.execute(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = '\(ws.source.slot)'").first?.first ?? nil)
         try ws.run()
         let snapshot = try #require(try ws.source.rowEvents(table: "facilities").first)
+        #expect(snapshot["lsn"] as? String == consistentPoint, "the log's snapshot is at the slot's consistent point")
         let versions = try ws.versions("dim_facilities", "F1")
         try #require(versions.count == 1, "\(versions)")
         let v = versions[0]
         #expect(v["facility_key"] == "1", "surrogate keys start at 1")
         #expect(v["change_type"] == "INSERT" && v["is_current"] == "t" && v["is_inferred"] == "f")
         #expect(v["facility_name"] == "Mercy General" && v["city"] == "Boston" && v["bed_count"] == "300")
-        #expect(v["valid_from_utc"] == snapshot["commit_time"] as? String, "valid_from is the snapshot's commit time")
-        #expect(v["source_lsn"] == snapshot["lsn"] as? String, "source_lsn is the consistent point")
+        let validFrom = try #require(v["valid_from_utc"])
+        #expect(validFrom >= initStarted && validFrom <= initEnded, "valid_from \(validFrom) is a moment of init (\(initStarted) .. \(initEnded))")
+        #expect(validFrom == snapshot["commit_time"] as? String, "valid_from is the snapshot's time in the log")
+        #expect(v["source_lsn"] == consistentPoint, "source_lsn is the consistent point")
         #expect(v["valid_to"] == nil && v["expiration_date"] == nil)
-        #expect(v["effective_date"] == utcDate(snapshot["commit_time"] as? String))
+        #expect(v["effective_date"] == utcDate(validFrom))
         // The unknown member is there and untouched.
         let unknown = try ws.dwRecords("SELECT facility_id, facility_name, is_current FROM dw.dim_facilities WHERE facility_key = -1")
         #expect(unknown.count == 1 && unknown.first?["facility_name"] == "Unknown" && unknown.first?["facility_id"] == nil)
@@ -47,7 +58,7 @@ import TestSupport
             UPDATE facilities SET facility_type = 'Community Hospital' WHERE facility_id = 'F2'
             """)
         try ws.run()
-        let (t1, t2, t3) = (try ws.commit(of: insert), try ws.commit(of: burst), try ws.commit(of: born))
+        let (t1, t2, t3) = (ws.commit(of: insert), ws.commit(of: burst), ws.commit(of: born))
 
         let f1 = try ws.versions("dim_facilities", "F1")
         try #require(f1.count == 2, "one version for the insert, ONE for the three updates of one transaction: \(f1)")
@@ -75,7 +86,7 @@ import TestSupport
         let insert = try ws.change(Fixture.facility("F1", "Mercy General", beds: 300))
         let change = try ws.change("UPDATE facilities SET facility_type = 'Teaching Hospital' WHERE facility_id = 'F1'")
         try ws.run()
-        let (t1, t2) = (try ws.commit(of: insert), try ws.commit(of: change))
+        let (t1, t2) = (ws.commit(of: insert), ws.commit(of: change))
         let v = try ws.versions("dim_facilities", "F1")
         try #require(v.count == 2, "\(v)")
         // The old version: closed at the change's commit time.
@@ -106,7 +117,7 @@ import TestSupport
 
         try ws.change("UPDATE facilities SET bed_count = 350 WHERE facility_id = 'F1'")
         try ws.run()
-        let t2 = try ws.commit(of: rename)
+        let t2 = ws.commit(of: rename)
         let after = try ws.versions("dim_facilities", "F1")
         try #require(after.count == 2, "a type-1-only change opens no version: \(after)")
         #expect(after[1]["bed_count"] == "350", "the current version has the new value")
@@ -160,7 +171,7 @@ import TestSupport
         let f3Insert = try ws.change(Fixture.facility("F3", "Hope"))
         let f3Gone = try ws.change("UPDATE facilities SET facility_name = 'Hope Regional' WHERE facility_id = 'F3'; DELETE FROM facilities WHERE facility_id = 'F3'")
         try ws.run()
-        let (t2, t3) = (try ws.commit(of: rename), try ws.commit(of: delete))
+        let (t2, t3) = (ws.commit(of: rename), ws.commit(of: delete))
 
         let v = try ws.versions("dim_facilities", "F1")
         try #require(v.count == 3, "insert, update, DELETE row: \(v)")
@@ -179,7 +190,7 @@ import TestSupport
 
         let f3 = try ws.versions("dim_facilities", "F3")
         try #require(f3.count == 2, "update + delete in one transaction: the old version closed + a DELETE row: \(f3)")
-        let (i3, g3) = (try ws.commit(of: f3Insert), try ws.commit(of: f3Gone))
+        let (i3, g3) = (ws.commit(of: f3Insert), ws.commit(of: f3Gone))
         #expect(f3[0]["change_type"] == "INSERT" && f3[0]["valid_from_utc"] == i3.time && f3[0]["valid_to_utc"] == g3.time)
         #expect(f3[1]["change_type"] == "DELETE" && f3[1]["valid_from_utc"] == g3.time && f3[1]["valid_to_utc"] == g3.time)
         #expect(f3.allSatisfy { $0["is_current"] == "f" })
@@ -194,7 +205,7 @@ import TestSupport
         try ws.run()
         let back = try ws.change(Fixture.surgeon("S1", "Dr. Ada Stone-Reyes", specialization: "Gynecology"))
         try ws.run()
-        let t3 = try ws.commit(of: back)
+        let t3 = ws.commit(of: back)
         let v = try ws.versions("dim_surgeons", "S1")
         try #require(v.count == 3, "insert, DELETE row, re-insert: \(v)")
         #expect(v.map { $0["change_type"] } == ["INSERT", "DELETE", "INSERT"])
@@ -213,7 +224,7 @@ import TestSupport
         let insert = try ws.change(Fixture.facility("F1", "Mercy"))
         let rekey = try ws.change("UPDATE facilities SET facility_id = 'F9' WHERE facility_id = 'F1'")
         try ws.run()
-        let (t1, t2) = (try ws.commit(of: insert), try ws.commit(of: rekey))
+        let (t1, t2) = (ws.commit(of: insert), ws.commit(of: rekey))
         let old = try ws.versions("dim_facilities", "F1")
         try #require(old.count == 2, "old key: closed version + DELETE row: \(old)")
         #expect(old[0]["change_type"] == "INSERT" && old[0]["valid_from_utc"] == t1.time && old[0]["valid_to_utc"] == t2.time)
@@ -239,7 +250,7 @@ import TestSupport
         let truncate = try ws.change("TRUNCATE surgeons")
         let back = try ws.change(Fixture.surgeon("S1", "Dr. Ada Stone", level: "Master"))
         try ws.run()
-        let (t2, t3, t4) = (try ws.commit(of: promote), try ws.commit(of: truncate), try ws.commit(of: back))
+        let (t2, t3, t4) = (ws.commit(of: promote), ws.commit(of: truncate), ws.commit(of: back))
 
         let s1 = try ws.versions("dim_surgeons", "S1")
         try #require(s1.count == 4, "insert, update, DELETE row at the truncate, re-insert: \(s1)")
@@ -359,7 +370,7 @@ import TestSupport
         #expect(r1[0]["facility_key"] == f1[0]["facility_key"])
         #expect(r1[1]["facility_key"] == f1[1]["facility_key"], "opened after F1's rename: F1's second version")
         #expect(r1[2]["facility_key"] == f2[0]["facility_key"], "a move opens a version pointing at the new facility")
-        let moved = try ws.commit(of: move)
+        let moved = ws.commit(of: move)
         #expect(r1[2]["change_type"] == "UPDATE" && r1[2]["valid_from_utc"] == moved.time)
         #expect(r1[2]["total_procedures_count"] == "7" && r1[2]["total_operating_hours"] == "10.50" && r1[2]["is_current"] == "t")
     }
@@ -375,7 +386,7 @@ import TestSupport
         try ws.change(Fixture.facility("F1", "Mercy"))
         let early = try ws.change(Fixture.procedure("P1", robot: "R-LATE", surgeon: "S-LATE", facility: "F1"))
         try ws.run()
-        let t = try ws.commit(of: early)
+        let t = ws.commit(of: early)
 
         let surgeon = try ws.versions("dim_surgeons", "S-LATE")
         try #require(surgeon.count == 1, "an inferred member for the unknown surgeon: \(surgeon)")
@@ -418,7 +429,7 @@ import TestSupport
         defer { ws.tearDown() }
         try ws.sql("ALTER TABLE surgical_procedures ALTER COLUMN robot_id DROP NOT NULL")
         try ws.initialize()
-        let unknownBefore = try ws.dump(schema: "dw").mapValues { $0.filter { $0.hasPrefix("(-1,") } }
+        let unknownBefore = try ws.dump(schema: "dw").rows.mapValues { $0.filter { $0.hasPrefix("(-1,") } }
         try ws.change("\(Fixture.facility("F1", "Mercy")); \(Fixture.surgeon("S1", "Dr. Ada Stone")); \(Fixture.robot("R1", facility: nil))")
         try ws.change(Fixture.procedure("P1", robot: nil, surgeon: "S1", facility: "F1"))
         try ws.run()
@@ -427,7 +438,7 @@ import TestSupport
         #expect(r1[0]["facility_key"] == "-1", "a robot without a facility points at the unknown facility")
         #expect(try ws.fact("P1")?["robot_key"] == "-1", "a procedure without a robot points at the unknown robot")
         #expect(try ws.count("dim_robots", where: "robot_id IS NULL") == 1, "no row is inferred for NULL")
-        let unknownAfter = try ws.dump(schema: "dw").mapValues { $0.filter { $0.hasPrefix("(-1,") } }
+        let unknownAfter = try ws.dump(schema: "dw").rows.mapValues { $0.filter { $0.hasPrefix("(-1,") } }
         #expect(unknownAfter == unknownBefore, "the unknown members are never written")
 
         // NULL → F1 is a change of the lookup's business key: a new version pointing at F1.
@@ -446,7 +457,7 @@ import TestSupport
         try ws.change("\(Fixture.facility("F1", "Mercy")); \(Fixture.surgeon("S1", "Dr. Ada Stone")); \(Fixture.robot("R1", facility: "F1"))")
         let insert = try ws.change(Fixture.procedure("P1", robot: "R1", surgeon: "S1", facility: "F1", start: "2026-03-14 10:00:00+00"))
         try ws.run()
-        let t1 = try ws.commit(of: insert)
+        let t1 = ws.commit(of: insert)
         let p = try #require(try ws.fact("P1"))
         let key = p["procedure_key"]
         #expect(p["status"] == "in_progress" && p["created_at_utc"] == t1.time && p["updated_at"] == nil && p["source_lsn"] == t1.lsn)
@@ -458,7 +469,7 @@ import TestSupport
             WHERE procedure_id = 'P1'
             """)
         try ws.run()
-        let t2 = try ws.commit(of: complete)
+        let t2 = ws.commit(of: complete)
         let done = try #require(try ws.fact("P1"))
         #expect(done["procedure_key"] == key && done["status"] == "completed" && done["duration_minutes"] == "95")
         #expect(done["end_date_key"] == "20260314" && done["end_time_key"] == "113500")
@@ -466,7 +477,7 @@ import TestSupport
 
         let outcome = try ws.change(Fixture.outcome("P1"))
         try ws.run()
-        let t3 = try ws.commit(of: outcome)
+        let t3 = ws.commit(of: outcome)
         let o = try #require(try ws.fact("P1"))
         #expect(o["success_status"] == "Successful" && o["blood_loss_ml"] == "120" && o["complication_level"] == "None")
         #expect(o["hospital_stay_days"] == "2" && o["patient_satisfaction_score"] == "9.1" && o["readmission_30day"] == "f")
@@ -474,14 +485,14 @@ import TestSupport
 
         let readmitted = try ws.change("UPDATE procedure_outcomes SET readmission_30day = true WHERE procedure_id = 'P1'")
         try ws.run()
-        let t4 = try ws.commit(of: readmitted)
+        let t4 = ws.commit(of: readmitted)
         let u = try #require(try ws.fact("P1"))
         #expect(u["readmission_30day"] == "t" && u["success_status"] == "Successful" && u["blood_loss_ml"] == "120")
         #expect(u["updated_at_utc"] == t4.time && u["source_lsn"] == t4.lsn)
 
         let cleared = try ws.change("DELETE FROM procedure_outcomes WHERE procedure_id = 'P1'")
         try ws.run()
-        let t5 = try ws.commit(of: cleared)
+        let t5 = ws.commit(of: cleared)
         let c = try #require(try ws.fact("P1"), "deleting the outcome keeps the procedure")
         for column in ["success_status", "blood_loss_ml", "complication_level", "hospital_stay_days", "patient_satisfaction_score", "readmission_30day"] {
             #expect(c[column] == nil, "\(column) cleared: \(c[column] ?? "NULL")")
@@ -596,7 +607,7 @@ import TestSupport
         #expect(p1["end_date_key"] == end.date && p1["end_time_key"] == end.time, "\(zone): \(p1)")
         #expect(try ws.dwValue("SELECT timestamp_key FROM dw.fact_procedure_telemetry WHERE telemetry_id = 1") == sample.time)
         // effective_date / expiration_date: the dates of valid_from / valid_to in the warehouse zone.
-        let t = try ws.commit(of: rename)
+        let t = ws.commit(of: rename)
         let v = try ws.versions("dim_facilities", "F1")
         try #require(v.count == 2)
         let localDate = try ws.dwValue("SELECT (TIMESTAMPTZ '\(t.time)' AT TIME ZONE '\(zone)')::date")
@@ -629,7 +640,7 @@ import TestSupport
         let sku = try ws.versions("dim_products", "SKU-1")
         try #require(sku.count == 2, "\(sku)")
         #expect(sku[0]["list_price"] == "9.99" && sku[1]["list_price"] == "12.50" && sku[1]["change_type"] == "UPDATE")
-        let repriced = try ws.commit(of: reprice)
+        let repriced = ws.commit(of: reprice)
         #expect(sku[1]["valid_from_utc"] == repriced.time && sku[0]["valid_to_utc"] == repriced.time)
         let ann = try ws.versions("dim_customers", "1")
         try #require(ann.count == 2, "\(ann)")
@@ -641,7 +652,7 @@ import TestSupport
         let o100 = try #require(try ws.fact("100", table: "fact_orders", grain: "order_id"))
         #expect(o100["customer_key"] == ann[0]["customer_key"] && o100["product_key"] == sku[0]["product_key"], "point in time: \(o100)")
         #expect(o100["quantity"] == "3" && o100["amount"] == "29.97" && o100["date_key"] == "20260314")
-        let (created, updated) = (try ws.commit(of: order100), try ws.commit(of: requantity))
+        let (created, updated) = (ws.commit(of: order100), ws.commit(of: requantity))
         #expect(o100["created_at_utc"] == created.time && o100["updated_at_utc"] == updated.time && o100["source_lsn"] == updated.lsn)
         let o101 = try #require(try ws.fact("101", table: "fact_orders", grain: "order_id"))
         #expect(o101["product_key"] == sku[1]["product_key"] && o101["customer_key"] == ann[0]["customer_key"] && o101["date_key"] == "20260315")

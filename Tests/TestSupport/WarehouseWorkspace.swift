@@ -177,42 +177,41 @@ public final class WarehouseWorkspace: @unchecked Sendable {
     public struct Change: Sendable {
         public let before: String
         public let after: String
+        /// Its xid (32 bits, as logical decoding and the log report it).
+        public let xid: UInt32
+        /// Its commit as the server recorded it.
+        public let commit: Commit
     }
 
-    /// A source transaction's commit LSN and commit time as the log records them.
+    /// A source transaction's commit LSN and commit time, from the server (never from cdc).
     public struct Commit: Sendable, Equatable {
+        /// The start of its WAL commit record (pg_walinspect): the commit LSN logical decoding reports.
         public let lsn: String
-        /// RFC 3339 UTC with microseconds, as in the export (compare with ``rfc3339(_:)``).
+        /// `pg_xact_commit_timestamp(xid)`, RFC 3339 UTC with microseconds as in the export (compare
+        /// with ``rfc3339(_:)``).
         public let time: String
     }
 
-    /// Runs `statements` on the source as one transaction (BEGIN ... COMMIT added) and returns the WAL
-    /// range holding its commit, to be resolved with ``commit(of:)`` once the log has it.
+    /// Runs `statements` on the source as one transaction (BEGIN ... COMMIT added) and records its xid,
+    /// commit LSN (from the WAL) and commit time (from the server's commit timestamps).
     @discardableResult
     public func change(_ statements: String) throws -> Change {
         let connection = try server.connect(database: source.database)
         let before = try connection.execute("SELECT pg_current_wal_insert_lsn()").value(0, 0)!
-        try connection.execute("BEGIN; \(statements); COMMIT")
+        // synchronous_commit on: the commit record is flushed when COMMIT returns, so pg_walinspect
+        // can read it right away.
+        try connection.execute("BEGIN; SET LOCAL synchronous_commit = on; \(statements)")
+        let xidText = try connection.execute("SELECT (pg_current_xact_id()::text::bigint % 4294967296)::text").value(0, 0)
+        try connection.execute("COMMIT")
         let after = try connection.execute("SELECT pg_current_wal_insert_lsn()").value(0, 0)!
-        return Change(before: before, after: after)
+        guard let xid = xidText.flatMap({ UInt32($0) }) else { throw TestFailure("no xid: \(xidText ?? "NULL")") }
+        let record = try server.commitRecord(xid: xid, from: before, to: after)
+        return Change(before: before, after: after, xid: xid, commit: Commit(lsn: record.lsn, time: try server.commitTime(xid: xid)))
     }
 
-    /// The commit of `change`, from the log (after a run captured it). Throws unless exactly one
-    /// transaction of the log committed in the change's WAL range.
-    public func commit(of change: Change) throws -> Commit {
-        let lo = Self.lsn(change.before), hi = Self.lsn(change.after)
-        var found: [String: String] = [:]
-        for event in try source.export() where event["op"] as? String != "relation" {
-            guard let lsn = event["lsn"] as? String, let time = event["commit_time"] as? String,
-                  event["xid"] as? Int != nil else { continue }
-            let value = Self.lsn(lsn)
-            if value > lo && value <= hi { found[lsn] = time }
-        }
-        guard found.count == 1, let (lsn, time) = found.first else {
-            throw TestFailure("expected one logged transaction in (\(change.before), \(change.after)], found \(found)")
-        }
-        return Commit(lsn: lsn, time: time)
-    }
+    /// The commit of `change` as the server recorded it (the WAL's commit record, the server's commit
+    /// timestamp): what the log and the warehouse must say about it.
+    public func commit(of change: Change) -> Commit { change.commit }
 
     /// "X/Y" as a 64-bit position.
     public static func lsn(_ text: String) -> UInt64 {
@@ -223,34 +222,99 @@ public final class WarehouseWorkspace: @unchecked Sendable {
 
     // MARK: Whole-warehouse comparison
 
-    /// Every base table of warehouse schema `name`: table → its rows as text (`t::text`, every column
-    /// in order), sorted.
-    public func dump(schema name: String) throws -> [String: [String]] {
+    /// Warehouse schema `name` as a whole: every base table's rows, and the schema's definition
+    /// (columns, indexes, constraints, views), with the schema's own name replaced by `SCHEMA` wherever
+    /// a definition names it, so that two schemas built alike compare equal.
+    public func dump(schema name: String) throws -> WarehouseDump {
         let connection = try server.connect(database: warehouseDatabase)
-        let tables = try connection.execute("""
-            SELECT table_name FROM information_schema.tables
-            WHERE table_schema = '\(name)' AND table_type = 'BASE TABLE' ORDER BY 1
-            """).rows.compactMap { $0[0] }
-        var result: [String: [String]] = [:]
-        for table in tables {
-            let qualified = connection.quoteIdentifier(name) + "." + connection.quoteIdentifier(table)
-            result[table] = try connection.execute("SELECT t::text FROM \(qualified) t").rows.map { $0[0] ?? "" }.sorted()
+        let quoted = try connection.query("SELECT quote_ident($1)", [name]).value(0, 0) ?? name
+        // The schema's name where it qualifies another name (not inside a longer identifier).
+        let qualifier = try NSRegularExpression(pattern: "(?<![A-Za-z0-9_$\"])" + NSRegularExpression.escapedPattern(for: quoted + "."))
+        func normalised(_ text: String?) -> String {
+            let text = text ?? "NULL"
+            return qualifier.stringByReplacingMatches(in: text, range: NSRange(text.startIndex..., in: text), withTemplate: "SCHEMA.")
         }
-        return result
+        func rows(_ sql: String) throws -> [[String?]] { try connection.query(sql, [name]).rows }
+        var dump = WarehouseDump()
+        for row in try rows("""
+            SELECT table_name FROM information_schema.tables
+            WHERE table_schema = $1 AND table_type = 'BASE TABLE' ORDER BY 1
+            """) {
+            guard let table = row[0] else { continue }
+            let qualified = connection.quoteIdentifier(name) + "." + connection.quoteIdentifier(table)
+            dump.rows[table] = try connection.execute("SELECT t::text FROM \(qualified) t").rows.map { $0[0] ?? "" }.sorted()
+        }
+        for row in try rows("""
+            SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                   pg_get_expr(d.adbin, d.adrelid), a.attidentity, a.attgenerated
+            FROM pg_attribute a
+            JOIN pg_class c ON c.oid = a.attrelid
+            JOIN pg_namespace n ON n.oid = c.relnamespace
+            LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+            WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
+            ORDER BY c.relname, a.attnum
+            """) {
+            var column = "\(row[1] ?? "?") \(row[2] ?? "?")"
+            if row[3] == "t" { column += " NOT NULL" }
+            if let expression = row[4] { column += " DEFAULT " + normalised(expression) }
+            if let identity = row[5], !identity.isEmpty { column += " IDENTITY " + identity }
+            if let generated = row[6], !generated.isEmpty { column += " GENERATED " + generated }
+            dump.columns[row[0] ?? "?", default: []].append(column)
+        }
+        for row in try rows("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = $1") {
+            dump.indexes[row[0] ?? "?"] = normalised(row[1])
+        }
+        for row in try rows("""
+            SELECT c.relname || '.' || k.conname, pg_get_constraintdef(k.oid)
+            FROM pg_constraint k
+            JOIN pg_class c ON c.oid = k.conrelid
+            JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = $1
+            """) {
+            dump.constraints[row[0] ?? "?"] = normalised(row[1])
+        }
+        for row in try rows("""
+            SELECT c.relname, pg_get_viewdef(c.oid)
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = $1 AND c.relkind IN ('v', 'm')
+            """) {
+            dump.views[row[0] ?? "?"] = normalised(row[1])
+        }
+        return dump
     }
 
-    /// What differs between two dumps (empty when identical), a few rows per table.
-    public static func differences(_ a: [String: [String]], _ b: [String: [String]], names: (String, String) = ("a", "b")) -> [String] {
+    /// What differs between two dumps (empty when identical): rows (a few per table), columns,
+    /// indexes, constraints and views.
+    public static func differences(_ a: WarehouseDump, _ b: WarehouseDump, names: (String, String) = ("a", "b")) -> [String] {
         var problems: [String] = []
-        for table in Set(a.keys).union(b.keys).sorted() {
-            guard let rowsA = a[table] else { problems.append("\(table): only in \(names.1)"); continue }
-            guard let rowsB = b[table] else { problems.append("\(table): only in \(names.0)"); continue }
+        for table in Set(a.rows.keys).union(b.rows.keys).sorted() {
+            guard let rowsA = a.rows[table] else { problems.append("\(table): only in \(names.1)"); continue }
+            guard let rowsB = b.rows[table] else { problems.append("\(table): only in \(names.0)"); continue }
             if rowsA == rowsB { continue }
             let setA = Set(rowsA), setB = Set(rowsB)
             let onlyA = rowsA.filter { !setB.contains($0) }, onlyB = rowsB.filter { !setA.contains($0) }
             problems.append("\(table): \(rowsA.count) rows in \(names.0), \(rowsB.count) in \(names.1); "
                             + "only in \(names.0): \(onlyA.prefix(3)); only in \(names.1): \(onlyB.prefix(3))")
         }
+        // Definitions: what is only on one side, or where two differ (long texts around the first difference).
+        func compare(_ kind: String, _ x: [String: String], _ y: [String: String]) {
+            for key in Set(x.keys).union(y.keys).sorted() where x[key] != y[key] {
+                guard let one = x[key] else { problems.append("\(kind) \(key): only in \(names.1): \(y[key]!.prefix(120))"); continue }
+                guard let other = y[key] else { problems.append("\(kind) \(key): only in \(names.0): \(one.prefix(120))"); continue }
+                let same = zip(one, other).prefix { $0 == $1 }.count
+                let from = max(0, same - 40)
+                problems.append("\(kind) \(key) differs at character \(same): \(names.0): …\(one.dropFirst(from).prefix(120)); "
+                                + "\(names.1): …\(other.dropFirst(from).prefix(120))")
+            }
+        }
+        for table in Set(a.columns.keys).union(b.columns.keys).sorted() where a.columns[table] != b.columns[table] {
+            let x = a.columns[table] ?? [], y = b.columns[table] ?? []
+            problems.append("columns of \(table): \(names.0): \(x.filter { !y.contains($0) }); \(names.1): \(y.filter { !x.contains($0) })"
+                            + (Set(x) == Set(y) ? " (same columns, other order)" : ""))
+        }
+        compare("index", a.indexes, b.indexes)
+        compare("constraint", a.constraints, b.constraints)
+        compare("view", a.views, b.views)
         return problems
     }
 
@@ -301,6 +365,29 @@ public final class WarehouseWorkspace: @unchecked Sendable {
     public func tearDown() {
         source.tearDown()
         _ = try? server.execute("DROP DATABASE IF EXISTS \(warehouseDatabase) WITH (FORCE)")
+    }
+}
+
+/// A warehouse schema as ``WarehouseWorkspace/dump(schema:)`` read it; compare two with
+/// ``WarehouseWorkspace/differences(_:_:names:)``.
+public struct WarehouseDump: Sendable, Equatable {
+    /// Base table → its rows as text (`t::text`, every column in order), sorted.
+    public var rows: [String: [String]] = [:]
+    /// Base table → its columns in order: `name type [NOT NULL] [DEFAULT expr] [IDENTITY a|d] [GENERATED s]`.
+    public var columns: [String: [String]] = [:]
+    /// Index name → `pg_indexes.indexdef` (unique and primary-key indexes included).
+    public var indexes: [String: String] = [:]
+    /// `table.constraint` → `pg_get_constraintdef` (primary keys, foreign keys, unique, check).
+    public var constraints: [String: String] = [:]
+    /// View → `pg_get_viewdef`.
+    public var views: [String: String] = [:]
+
+    public init() {}
+
+    /// The rows of `table` (nil: no such table); setting nil leaves the table's rows out of a comparison.
+    public subscript(_ table: String) -> [String]? {
+        get { rows[table] }
+        set { rows[table] = newValue }
     }
 }
 
