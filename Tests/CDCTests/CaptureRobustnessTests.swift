@@ -201,7 +201,7 @@ import Glibc
         func confirmed() throws -> String { try ws.sql("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(ws.slot)'")[0][0] ?? "" }
         // Wait until the insert is confirmed, then make WAL elsewhere only.
         var start = try confirmed()
-        _ = try eventually(timeout: 10) { try ws.export().contains { $0["op"] as? String == "insert" } }
+        try poll(what: "the insert is logged: \(run.stderr)", timeout: 10) { try ws.export().contains { $0["op"] as? String == "insert" } }
         start = try confirmed()
         let other = try ws.server.createDatabase("idle_other", schema: false)
         defer { _ = try? ws.server.execute("DROP DATABASE IF EXISTS \(other) WITH (FORCE)") }

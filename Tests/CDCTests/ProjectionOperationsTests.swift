@@ -136,7 +136,7 @@ import Glibc
             if round % 2 == 1 {
                 // Something to project even if the load is over, then wait for a batch to commit.
                 try ws.change("UPDATE surgeons SET years_experience = years_experience + 1 WHERE surgeon_id = 'SRG-0001'")
-                _ = try eventually(timeout: 30) { try applied() != seqs.last! || !run.isRunning }
+                try poll(what: "round \(round): a batch is projected past \(seqs.last!): \(run.stderr)") { try applied() != seqs.last! || !run.isRunning }
                 usleep(UInt32.random(in: 0...400_000))
             } else {
                 usleep(UInt32.random(in: 100_000...1_200_000))
@@ -171,7 +171,7 @@ import Glibc
         let run = try ws.startRun()
         defer { if run.isRunning { run.send(SIGKILL); run.wait() } }
         #expect(run.waitForLog("projecting"), "\(run.stderr)")
-        _ = try eventually(timeout: 30) { try ws.checkpoint().first?["last_seq"] ?? "0" != "0" }
+        try poll(what: "a first batch is projected: \(run.stderr)") { try ws.checkpoint().first?["last_seq"] ?? "0" != "0" }
         try #require(try ws.count("dim_facilities", where: "facility_id = 'F1'") == 1, "the snapshot is projected")
 
         // The warehouse goes away: no new connections, the projector's connection terminated.
@@ -189,7 +189,9 @@ import Glibc
 
         // It comes back: projection catches up by itself.
         try ws.server.execute("ALTER DATABASE \(ws.warehouseDatabase) ALLOW_CONNECTIONS true")
-        _ = try eventually(timeout: 60) { try ws.count("dim_facilities", where: "facility_id = 'F1'") >= 2 }
+        try poll(what: "projection catches up once the warehouse is back: \(run.stderr)", timeout: 60) {
+            try ws.count("dim_facilities", where: "facility_id = 'F1'") >= 2
+        }
         #expect(try ws.current("dim_facilities", "F1")?["facility_name"] == "Mercy General", "\(run.stderr)")
         run.send(SIGTERM)
         #expect(run.wait().status == 0, "\(run.stderr)")
