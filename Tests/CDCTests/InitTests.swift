@@ -3,7 +3,7 @@ import Testing
 import TestSupport
 
 /// `cdc init`: idempotence, warnings, and the publication it creates.
-@Suite struct InitTests {
+@Suite(.timeLimit(.minutes(5))) struct InitTests {
     static func facility(_ id: String) -> String {
         "INSERT INTO facilities VALUES ('\(id)', 'Facility \(id)', 'Boston', 'MA', 'US', 'Academic', 100)"
     }

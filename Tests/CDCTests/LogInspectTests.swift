@@ -87,7 +87,7 @@ struct InspectLog: Sendable {
     }
 }
 
-@Suite struct LogInspectTests {
+@Suite(.timeLimit(.minutes(10))) struct LogInspectTests {
     nonisolated(unsafe) static var built: InspectLog?
     static let shared: Result<InspectLog, any Error> = Result {
         let log = try InspectLog.build()

@@ -3,7 +3,7 @@ import Testing
 import TestSupport
 
 /// `[privacy]`: columns hashed (keyed HMAC-SHA-256) or redacted at capture, before anything is written.
-@Suite struct PrivacyTests {
+@Suite(.timeLimit(.minutes(5))) struct PrivacyTests {
     static let secret = "PATIENT-SECRET-0001"
     static let other = "PATIENT-SECRET-0002"
 

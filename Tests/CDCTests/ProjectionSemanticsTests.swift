@@ -5,7 +5,7 @@ import TestSupport
 /// Every semantic rule of the projector (issue 3, /work/notes/projector-contract.md), each on its own,
 /// checked the way a data engineer checks a warehouse: real source changes, the real `cdc run` with
 /// projection, then SQL against the warehouse tables, with commit LSNs and times taken from the log.
-@Suite struct ProjectionSemanticsTests {
+@Suite(.timeLimit(.minutes(10))) struct ProjectionSemanticsTests {
     // MARK: Versions
 
     @Test func aSnapshotRowOpensAnInsertVersionAtTheConsistentPoint() throws {
