@@ -128,10 +128,6 @@ import Glibc
         defer { ws.tearDown() }
         // The load lasts longer than the six rounds, so that every kill lands under it.
         let load = try ws.startWorkload(["--duration", "30", "--rate", "120", "--clients", "2"])
-        func loadIsRunning() -> Bool {  // without reaping it (its exit status is checked below)
-            let stat = (try? String(contentsOfFile: "/proc/\(load)/stat", encoding: .utf8)) ?? ""
-            return stat.range(of: ") ").map { !stat[$0.upperBound...].hasPrefix("Z") } ?? false
-        }
         func applied() throws -> Int { Int(try ws.checkpoint().first?["last_seq"] ?? "0") ?? 0 }
         func logged() throws -> Int { Int(try EventLog.openForReading(path: ws.source.logPath).position().head) }
         // Even rounds kill at a random moment soon after projection starts (the first one in the middle of
@@ -150,7 +146,7 @@ import Glibc
             } else {
                 usleep(UInt32.random(in: 100_000...1_200_000))
             }
-            try poll(what: "round \(round): a moment when the log holds records the projector has not applied (the load still running: \(loadIsRunning()))") {
+            try poll(what: "round \(round): a moment when the log holds records the projector has not applied (the load still running: \(Shell.isRunning(load)))") {
                 run.send(SIGSTOP)
                 if try logged() > applied() || !run.isRunning { return true }
                 run.send(SIGCONT)
@@ -161,7 +157,7 @@ import Glibc
             seqs.append(try applied())
             let head = try logged()
             #expect(head > seqs.last!, "round \(round): killed with records to project: log head \(head), checkpoint \(seqs.last!)")
-            #expect(loadIsRunning(), "round \(round): killed under load (tools/workload still running)")
+            #expect(Shell.isRunning(load), "round \(round): killed under load (tools/workload still running)")
         }
         #expect(Shell.wait(load) == 0, "tools/workload failed: \((try? String(contentsOfFile: ws.directory + "/workload.err", encoding: .utf8)) ?? "")")
         #expect(zip(seqs, seqs.dropFirst()).enumerated().filter { $0.offset % 2 == 1 }.allSatisfy { $0.element.1 > $0.element.0 },

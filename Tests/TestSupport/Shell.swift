@@ -108,6 +108,13 @@ public enum Shell {
         return nil
     }
 
+    /// Whether `pid` is still running, without reaping it: false once it has exited (a zombie
+    /// waiting for its parent) or is gone.
+    public static func isRunning(_ pid: pid_t) -> Bool {
+        let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+        return stat.range(of: ") ", options: .backwards).map { !stat[$0.upperBound...].hasPrefix("Z") } ?? false
+    }
+
     /// A `waitpid` status as a shell shows it: the exit code, or 128 + the signal that killed the process.
     public static func exitStatus(_ raw: Int32) -> Int32 {
         raw & 0x7F == 0 ? (raw >> 8) & 0xFF : 128 + (raw & 0x7F)
