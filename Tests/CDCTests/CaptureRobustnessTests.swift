@@ -28,6 +28,7 @@ import Glibc
         var logged = 0
         for round in 1...8 {
             let run = try ws.startRun()
+            defer { run.killIfRunning() }
             #expect(run.waitForLog("streaming"), "cdc run did not start streaming: \(run.stderr)")
             usleep(UInt32.random(in: 50_000...900_000))
             // Each kill lands while cdc run is at work: it has logged transactions since the last kill,
@@ -68,6 +69,7 @@ import Glibc
         try ws.initialize()
         load.start()
         let run = try ws.startRun()
+        defer { run.killIfRunning() }
         #expect(run.waitForLog("streaming"))
         try poll(what: "cdc run logs the load's transactions: \(run.stderr)") { try Self.lastLoggedTransaction(ws) > 0 }
         run.send(SIGTERM)
@@ -91,6 +93,7 @@ import Glibc
         try ws.initialize()
         load.start(pause: 2000)
         let run = try ws.startRun()
+        defer { run.killIfRunning() }
         #expect(run.waitForLog("streaming"))
         for round in 1...2 {
             // Terminated while streaming the load: the log has moved since the last round.
@@ -119,6 +122,7 @@ import Glibc
         try ws.initialize()
         load.start(pause: 2000)
         let run = try ws.startRun()
+        defer { run.killIfRunning() }
         #expect(run.waitForLog("streaming"))
         try poll(what: "cdc run logs the load's transactions: \(run.stderr)") { try Self.lastLoggedTransaction(ws) > 0 }
         // Work in flight at the restart: the load commits up to it, and one transaction has written and
@@ -203,6 +207,7 @@ import Glibc
         defer { ws.tearDown() }
         try ws.initialize()
         let run = try ws.startRun()
+        defer { run.killIfRunning() }
         #expect(run.waitForLog("streaming"))
         let second = try ws.cdc(["run", "--config", ws.configPath, "--no-project"])
         #expect(second.status != 0)
@@ -218,6 +223,7 @@ import Glibc
         try ws.initialize()
         load.start(pause: 3000, limit: 3000)
         let run = try ws.startRun()
+        defer { run.killIfRunning() }
         #expect(run.waitForLog("streaming"))
         // Concurrent exports show whole transactions only: counter updates 1...k with k's rows present.
         func wholeTransactions(_ events: [[String: Any]]) -> Int {
@@ -250,6 +256,7 @@ import Glibc
         try ws.initialize()
         try ws.sql(Fixture.facility("F1", "Mercy", type: "Academic"))
         let run = try ws.startRun()
+        defer { run.killIfRunning() }
         #expect(run.waitForLog("streaming"))
         func confirmed() throws -> String { try ws.sql("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(ws.slot)'")[0][0] ?? "" }
         // Wait until the insert is logged, then make WAL elsewhere only.

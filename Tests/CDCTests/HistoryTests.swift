@@ -122,6 +122,7 @@ import TestSupport
         try ws.initialize()
         load.start(pause: 2000, limit: 4000)
         let run = try ws.startRun()
+        defer { run.killIfRunning() }
         #expect(run.waitForLog("streaming"))
         var counts: [Int] = []
         var digests: [(path: String, seq: Int)] = []

@@ -137,6 +137,7 @@ import Glibc
         var seqs = [try applied()]
         for round in 0..<6 {
             let run = try ws.startRun()
+            defer { run.killIfRunning() }
             #expect(run.waitForLog("projecting"), "cdc run did not start projecting: \(run.stderr)")
             if round % 2 == 1 {
                 // Something to project, then wait for a batch to commit.
@@ -183,7 +184,7 @@ import Glibc
         try ws.sql(Fixture.facility("F1", "Mercy"))
         try ws.initialize()
         let run = try ws.startRun()
-        defer { if run.isRunning { run.send(SIGKILL); run.wait() } }
+        defer { run.killIfRunning() }
         #expect(run.waitForLog("projecting"), "\(run.stderr)")
         try poll(what: "a first batch is projected: \(run.stderr)") { try ws.checkpoint().first?["last_seq"] ?? "0" != "0" }
         try #require(try ws.count("dim_facilities", where: "facility_id = 'F1'") == 1, "the snapshot is projected")

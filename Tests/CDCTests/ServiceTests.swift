@@ -795,13 +795,3 @@ import Glibc
         #expect(failed.status != 0, "promtool rejects what the contract forbids: \(failed.stdout)\(failed.stderr)")
     }
 }
-
-extension RunningCDC {
-    /// For `defer`: SIGKILL and reap the process if a test left it running.
-    func killIfRunning() {
-        if isRunning {
-            send(SIGKILL)
-            wait()
-        }
-    }
-}

@@ -55,6 +55,14 @@ public final class RunningCDC: @unchecked Sendable {
         return true
     }
 
+    /// For `defer`: SIGKILL and reap the process if a test left it running (also when stopped).
+    public func killIfRunning() {
+        if isRunning {
+            send(SIGKILL)
+            wait()
+        }
+    }
+
     /// What the process wrote to stderr so far.
     public var stderr: String { (try? String(contentsOfFile: stderrPath, encoding: .utf8)) ?? "" }
 
