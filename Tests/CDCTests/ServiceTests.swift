@@ -149,7 +149,9 @@ import Glibc
         run.send(SIGTERM)
         let status = run.wait(timeout: 60).status
         #expect(status == 0, "SIGTERM exits 0: \(run.stderr)")
-        usleep(300_000)  // the last datagrams reach the receiving thread
+        try poll(what: "STOPPING=1 reaches the socket's receiving thread:\n\(notify.transcript)", timeout: 10) {
+            notify.lines.contains { $0.text == "STOPPING=1" }
+        }
         let all = notify.lines
         let stopping = all.firstIndex { $0.text == "STOPPING=1" }
         #expect(stopping.map { $0 >= beforeStop } == true, "STOPPING=1 after SIGTERM:\n\(notify.transcript)")
