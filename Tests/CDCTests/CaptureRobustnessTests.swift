@@ -76,11 +76,14 @@ import Glibc
         let status = run.wait().status
         #expect(status == 0, "SIGTERM must exit 0: \(run.stderr)")
         #expect(run.stderr.contains("stopped"))
-        // What was confirmed to the server is exactly the log's durable position.
-        let log = try EventLog.openForReading(path: ws.logPath)
-        let position = try log.position()
-        let confirmed = try ws.sql("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(ws.slot)'")[0][0]
-        #expect(confirmed == position.resumeLSN.description)
+        // What was confirmed to the server is exactly the log's durable position (once the walsender has
+        // read cdc's last status message, which it may do after cdc exited).
+        let resume = try EventLog.openForReading(path: ws.logPath).position().resumeLSN.description
+        var confirmed: String?
+        try poll(what: "the slot's confirmed position \(confirmed ?? "?") becomes the log's resume LSN \(resume)", timeout: 10) {
+            confirmed = try ws.sql("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '\(ws.slot)'")[0][0]
+            return confirmed == resume
+        }
         let transactions = try load.stop()
         try ws.catchUp()
         #expect(LedgerLoad.check(try ws.export(), transactions: transactions).isEmpty)
