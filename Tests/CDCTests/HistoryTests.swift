@@ -23,7 +23,7 @@ import TestSupport
     @Test func aRowWithTenThousandChangesIsServedFromTheIndex() throws {
         let ws = try CDCWorkspace("history_big")
         defer { ws.tearDown() }
-        try ws.sql("INSERT INTO facilities VALUES ('F1', 'General', 'Boston', 'MA', 'US', 'Academic', 0), ('F2', 'Other', 'Austin', 'TX', 'US', 'Community', 0)")
+        try ws.sql("\(Fixture.facility("F1", "General", type: "Academic", beds: 0)); \(Fixture.facility("F2", "Other", city: "Austin", state: "TX", type: "Community", beds: 0))")
         try ws.initialize()
         // 10,000 changes to F1, interleaved with 10,000 to F2 and 20,000 inserts of other rows.
         try ws.sql("""
