@@ -4,7 +4,7 @@ import TestSupport
 
 /// Wrong sources, wrong credentials, broken configuration: cdc refuses with one `cdc: error:` line
 /// naming the problem, exits non-zero, and writes nothing.
-@Suite struct BadInputTests {
+@Suite(.timeLimit(.minutes(5))) struct BadInputTests {
     static func facility(_ id: String) -> String {
         "INSERT INTO facilities VALUES ('\(id)', 'Facility \(id)', 'Boston', 'MA', 'US', 'Academic', 100)"
     }

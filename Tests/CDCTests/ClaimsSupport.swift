@@ -8,45 +8,6 @@ import Glibc
 /// Helpers of the README-claim tests (InitTests, PrivacyTests, RunClaimsTests): what a user looks at
 /// from outside — `ls -l data.mdb`, `cdc log stats`, `cdc log tail`, the slots on the server.
 
-/// A `cdc` command (any subcommand) started in the background, to be killed at a chosen moment.
-final class BackgroundCommand {
-    let pid: pid_t
-    let stderrPath: String
-    private(set) var status: Int32?
-
-    init(_ ws: CDCWorkspace, _ arguments: [String]) throws {
-        stderrPath = ws.directory + "/bg-\(UInt32.random(in: 0...UInt32.max)).stderr"
-        pid = try Shell.spawn(CDCWorkspace.executable, arguments, stdout: "/dev/null", stderr: stderrPath)
-    }
-
-    /// True until the process exits (reaps it then).
-    var isRunning: Bool {
-        if status != nil { return false }
-        var raw: Int32 = 0
-        guard waitpid(pid, &raw, WNOHANG) == pid else { return true }
-        status = raw & 0x7F == 0 ? (raw >> 8) & 0xFF : 128 + (raw & 0x7F)
-        return false
-    }
-
-    /// SIGKILL, then the exit status (128 + 9 when the kill landed before the process exited by itself).
-    func kill9() -> Int32 {
-        if isRunning {
-            kill(pid, SIGKILL)
-            status = Shell.wait(pid)
-        }
-        return status!
-    }
-
-    /// Waits for the process to exit, at most `timeout` seconds (then kills it); returns its status.
-    func wait(timeout: Double) -> Int32? {
-        let exited = eventually(timeout: timeout) { !isRunning }
-        if !exited { _ = kill9(); return nil }
-        return status
-    }
-
-    var stderr: String { (try? String(contentsOfFile: stderrPath, encoding: .utf8)) ?? "" }
-}
-
 extension CDCWorkspace {
     /// `data.mdb`'s size as `ls -l` shows it (0 when there is none). LMDB writes committed pages with
     /// pwrite, so the file grows with each commit that adds pages, visible or not.

@@ -3,7 +3,7 @@ import Foundation
 import Testing
 
 /// `cdc.toml` parsing and validation (no server needed).
-@Suite struct ConfigTests {
+@Suite(.timeLimit(.minutes(5))) struct ConfigTests {
     static let secret = "hunter2-secret"
 
     static let full = """

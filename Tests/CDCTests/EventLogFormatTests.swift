@@ -2,7 +2,7 @@ import EventLog
 import Testing
 
 /// The log's primitive formats, checked against independent definitions.
-@Suite struct EventLogFormatTests {
+@Suite(.timeLimit(.minutes(5))) struct EventLogFormatTests {
     /// MTH from RFC 6962 §2.1, written recursively: the definition the frontier must agree with.
     func referenceRoot(_ leaves: ArraySlice<Hash>) -> Hash {
         if leaves.count == 1 { return leaves.first! }

@@ -45,14 +45,6 @@ func parseEvent(_ line: String) throws -> Event {
     return object
 }
 
-/// `X/Y` (hex halves) as a 64-bit position.
-func lsnValue(_ text: String?) -> UInt64? {
-    guard let text else { return nil }
-    let halves = text.split(separator: "/", omittingEmptySubsequences: false)
-    guard halves.count == 2, let high = UInt64(halves[0], radix: 16), let low = UInt64(halves[1], radix: 16) else { return nil }
-    return high << 32 | low
-}
-
 /// A deterministic text form of a JSON value (keys sorted, strings byte-exact), for comparisons that
 /// must not be fooled by Unicode canonical equivalence or dictionary ordering.
 func canonicalJSON(_ value: Any?) -> String {

@@ -5,7 +5,7 @@ import TestSupport
 
 /// A log written by a newer cdc (a higher format version in meta) is refused with a clear message by
 /// every command, and nothing is written to it.
-@Suite struct FormatVersionTests {
+@Suite(.timeLimit(.minutes(5))) struct FormatVersionTests {
     @Test func aLogInANewerFormatIsRefusedAndLeftUntouched() throws {
         let directory = try TemporaryDirectory.make(prefix: "format")
         defer { try? FileManager.default.removeItem(atPath: directory) }

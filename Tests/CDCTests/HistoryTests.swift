@@ -3,7 +3,7 @@ import Testing
 import TestSupport
 
 /// `cdc log history TABLE KEY...`: every change to one row, from the history index.
-@Suite struct HistoryTests {
+@Suite(.timeLimit(.minutes(10))) struct HistoryTests {
     /// The export's lines of the events whose old or new row has `column` = `value` in `table`.
     static func exportedLines(_ ws: CDCWorkspace, table: String, column: String, value: String) throws -> [String] {
         try ws.exportLines().filter { line in
@@ -23,7 +23,7 @@ import TestSupport
     @Test func aRowWithTenThousandChangesIsServedFromTheIndex() throws {
         let ws = try CDCWorkspace("history_big")
         defer { ws.tearDown() }
-        try ws.sql("INSERT INTO facilities VALUES ('F1', 'General', 'Boston', 'MA', 'US', 'Academic', 0), ('F2', 'Other', 'Austin', 'TX', 'US', 'Community', 0)")
+        try ws.sql("\(Fixture.facility("F1", "General", type: "Academic", beds: 0)); \(Fixture.facility("F2", "Other", city: "Austin", state: "TX", type: "Community", beds: 0))")
         try ws.initialize()
         // 10,000 changes to F1, interleaved with 10,000 to F2 and 20,000 inserts of other rows.
         try ws.sql("""
@@ -62,7 +62,7 @@ import TestSupport
         let ws = try CDCWorkspace("history_rules")
         defer { ws.tearDown() }
         try ws.sql("""
-            INSERT INTO facilities VALUES ('F1', 'General', 'Boston', 'MA', 'US', 'Academic', 100);
+            \(Fixture.facility("F1", "General", type: "Academic", beds: 100));
             CREATE TABLE pairs (a int, b text, v text, PRIMARY KEY (a, b));
             INSERT INTO pairs VALUES (1, 'x', 'one'), (1, 'y', 'other');
             """)
@@ -70,7 +70,7 @@ import TestSupport
         try ws.sql("UPDATE facilities SET bed_count = 101 WHERE facility_id = 'F1'")
         try ws.sql("UPDATE facilities SET facility_name = 'General Hospital' WHERE facility_id = 'F1'")
         try ws.sql("UPDATE facilities SET facility_id = 'F9' WHERE facility_id = 'F1'")
-        try ws.sql("INSERT INTO facilities VALUES ('F1', 'Newcomer', 'Salem', 'MA', 'US', 'Clinic', 10)")
+        try ws.sql(Fixture.facility("F1", "Newcomer", city: "Salem", type: "Clinic", beds: 10))
         try ws.sql("DELETE FROM facilities WHERE facility_id = 'F1'")
         try ws.sql("UPDATE pairs SET v = 'uno' WHERE a = 1 AND b = 'x'")
         try ws.sql("TRUNCATE pairs")
@@ -122,26 +122,56 @@ import TestSupport
         try ws.initialize()
         load.start(pause: 2000, limit: 4000)
         let run = try ws.startRun()
+        defer { run.killIfRunning() }
         #expect(run.waitForLog("streaming"))
         var counts: [Int] = []
-        for round in 0..<4 {
-            usleep(400_000)
+        var digests: [(path: String, seq: Int)] = []
+        var tails: [[String]] = []
+        func readEverything() throws {
+            let round = counts.count
             // history of the counter row: one update per committed transaction, 1...k without a gap.
             let history = try ws.cdc(["log", "history", "--log", ws.logPath, "counter", "1", "--format", "jsonl"])
             #expect(history.status == 0, "round \(round): \(history.stderr)")
-            let ns = try history.stdout.split(separator: "\n").map { try parseEvent(String($0)) }
-                .filter { $0["op"] as? String == "update" }.map { row($0)?["n"] as? Int ?? -1 }
+            let events = try history.stdout.split(separator: "\n").map { try parseEvent(String($0)) }
+            let ns = events.filter { $0["op"] as? String == "update" }.map { row($0)?["n"] as? Int ?? -1 }
             #expect(ns == (0..<ns.count).map { $0 + 1 }, "round \(round): whole transactions, in order")
             counts.append(ns.count)
-            for args in [["verify"], ["stats", "--format", "json"], ["tail", "-n", "5", "--format", "jsonl"],
-                         ["digest"]] {
-                let result = try ws.cdc(["log"] + args + ["--log", ws.logPath])
-                #expect(result.status == 0, "round \(round) \(args): \(result.stderr)")
-                if args == ["verify"] { #expect(result.stdout.hasPrefix("ok:"), "\(result.stdout)") }
-            }
-            #expect(run.isRunning, "cdc run keeps running while read")
+            let historySeq = events.last?["seq"] as? Int ?? 0
+
+            // digest: a head at or past what history read; kept, to verify against the final log.
+            let digest = try ws.cdc(["log", "digest", "--log", ws.logPath])
+            let digestSeq = (try? JSONSerialization.jsonObject(with: Data(digest.stdout.utf8)) as? [String: Any])?["seq"] as? Int ?? -1
+            #expect(digest.status == 0 && digestSeq >= historySeq, "round \(round): digest at \(digestSeq), history read up to \(historySeq): \(digest.stdout)\(digest.stderr)")
+            let path = ws.directory + "/digest-\(round).json"
+            try digest.stdout.write(toFile: path, atomically: true, encoding: .utf8)
+            digests.append((path, digestSeq))
+
+            // verify: every record up to a head at or past the digest's.
+            let verify = try ws.cdc(["log", "verify", "--log", ws.logPath])
+            let verified = verify.stdout.firstMatch(of: #/^ok: (\d+) records and (\d+) transactions verified/#).map { (Int($0.1)!, Int($0.2)!) }
+            #expect(verify.status == 0 && (verified?.0 ?? -1) >= digestSeq && (verified?.1 ?? -1) > ns.count,
+                    "round \(round): verify read at least the digest's \(digestSeq) records and history's \(ns.count) transactions: \(verify.stdout)\(verify.stderr)")
+
+            // stats: whole transactions (three ledger inserts per counter update), up to a head past the digest's.
+            let stats = try ws.cdc(["log", "stats", "--format", "json", "--log", ws.logPath])
+            let object = try? JSONSerialization.jsonObject(with: Data(stats.stdout.utf8)) as? [String: Any]
+            let byTable = object?["by_table"] as? [String: [String: Int]]
+            let (inserts, updates) = (byTable?["public.ledger"]?["insert"] ?? -1, byTable?["public.counter"]?["update"] ?? -1)
+            #expect(stats.status == 0 && inserts == 3 * updates && updates >= ns.count && (object?["head"] as? Int ?? -1) >= digestSeq,
+                    "round \(round): stats: \(inserts) ledger inserts, \(updates) counter updates, head \(object?["head"] ?? "?") (digest \(digestSeq)): \(stats.stdout)\(stats.stderr)")
+
+            // tail -n 5: five events, compared with the export at the end.
+            let tail = try ws.cdc(["log", "tail", "-n", "5", "--format", "jsonl", "--log", ws.logPath])
+            let lines = tail.stdout.split(separator: "\n").map(String.init)
+            #expect(tail.status == 0 && lines.count == 5, "round \(round): tail -n 5: \(tail.stdout)\(tail.stderr)")
+            tails.append(lines)
+            #expect(run.isRunning, "cdc run keeps running while read: \(run.stderr)")
         }
-        #expect(counts.last! > counts.first!, "the history grew while being read: \(counts)")
+        try readEverything()
+        try poll(what: "the history grows while being read: counter updates \(counts)", timeout: 60) {
+            try readEverything()
+            return counts.count >= 4 && counts.last! > counts.first!
+        }
         let transactions = try load.stop()
         run.send(SIGTERM)
         #expect(run.wait().status == 0)
@@ -149,5 +179,18 @@ import TestSupport
         #expect(LedgerLoad.check(try ws.export(), transactions: transactions).isEmpty)
         let final = try ws.cdc(["log", "history", "--log", ws.logPath, "counter", "1", "--format", "jsonl"])
         #expect(final.stdout.split(separator: "\n").filter { $0.contains(#""op":"update""#) }.count == transactions)
+
+        // What the commands printed under load is what the finished log says.
+        let exported = try ws.exportLines()
+        for (round, lines) in tails.enumerated() {
+            let seqs = lines.compactMap { try? parseEvent($0)["seq"] as? Int }
+            #expect(seqs.count == 5 && seqs == (0..<5).map { seqs[0] + $0 } && lines == seqs.map { exported[$0 - 1] },
+                    "round \(round): tail -n 5 printed five consecutive events as the export prints them: \(seqs)")
+        }
+        for (path, seq) in digests {
+            let check = try ws.cdc(["log", "verify", "--log", ws.logPath, "--digest", path])
+            #expect(check.status == 0 && check.stdout.contains("digest at seq \(seq) matched"),
+                    "the digest taken at seq \(seq) under load still matches: \(check.stdout)\(check.stderr)")
+        }
     }
 }

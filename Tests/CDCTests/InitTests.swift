@@ -165,7 +165,7 @@ import Glibc
         // Once the sender is free, the same init succeeds: the refusals were about the server's limits.
         #expect(other != nil)
         other = nil  // PQfinish
-        #expect(eventually { (try? server.execute("SELECT count(*) FROM pg_stat_replication")[0][0]) == "0" })
+        try poll(what: "the other client's WAL sender gone") { (try? server.execute("SELECT count(*) FROM pg_stat_replication")[0][0]) == "0" }
         let result = try ws.cdc(["init", "--config", ws.configPath])
         #expect(result.status == 0, "init with a free slot and sender: \(result.stderr)")
         #expect(try ws.slotNames() == [ws.slot])
@@ -193,19 +193,20 @@ import Glibc
 
         // kill -9 while the COPY runs: the log has grown past the first 16 MiB chunk and the server
         // still shows the COPY in progress.
-        let first = try BackgroundCommand(ws, ["init", "--config", ws.configPath])
+        let first = try ws.start(["init", "--config", ws.configPath])
         func copying() throws -> Bool {
             try ws.server.execute("""
                 SELECT count(*) FROM pg_stat_activity WHERE datname = '\(ws.database)' AND state = 'active' AND query LIKE 'COPY %'
                 """)[0][0] == "1"
         }
-        let inProgress = try eventually(timeout: 120) {
+        try poll(what: "init copying past 16 MiB (running: \(first.isRunning)) \(first.stderr)", timeout: 120) {
             guard first.isRunning else { return true }
             return try ws.dataFileSize > 16 << 20 && copying()
         }
-        #expect(inProgress && first.isRunning, "the copy must be under way when init is killed: \(first.stderr)")
+        #expect(first.isRunning, "the copy must be under way when init is killed: \(first.stderr)")
         #expect(try copying(), "the server shows the COPY in progress")
-        #expect(first.kill9() == 128 + SIGKILL, "the kill landed while init ran: \(first.stderr)")
+        first.send(SIGKILL)
+        #expect(first.wait().status == 128 + SIGKILL, "the kill landed while init ran: \(first.stderr)")
         let leftover = try ws.stats()
         #expect(leftover["state"] as? String == "initializing" && leftover["head"] as? Int == 0,
                 "the interrupted log shows nothing: \(leftover)")
@@ -243,7 +244,7 @@ import Glibc
         let run = try ws.startRun()
         #expect(run.waitForLog("streaming"), "\(run.stderr)")
         try ws.sql(Self.facility("F2"))
-        #expect(eventually { (try? ws.lastVisibleSeq()) == 9 }, "cdc run captured F2")
+        try poll(what: "cdc run captured F2") { (try? ws.lastVisibleSeq()) == 9 }
         let before = try ws.exportLines()
 
         let second = try ws.cdc(["init", "--config", ws.configPath])
@@ -252,7 +253,7 @@ import Glibc
         #expect(try ws.slotNames() == [ws.slot])
         #expect(run.isRunning, "cdc run goes on")
         try ws.sql(Self.facility("F3"))
-        #expect(eventually { (try? ws.lastVisibleSeq()) == 10 }, "and still captures")
+        try poll(what: "cdc run still captures") { (try? ws.lastVisibleSeq()) == 10 }
         run.send(SIGTERM)
         #expect(run.wait().status == 0, "\(run.stderr)")
     }

@@ -431,21 +431,6 @@ struct InspectLog: Sendable {
 
     // MARK: tail -f
 
-    /// Waits for `pid` up to `timeout` seconds; SIGKILLs it and returns nil when it does not exit.
-    static func wait(_ pid: pid_t, timeout: Double) -> Int32? {
-        let deadline = Date().addingTimeInterval(timeout)
-        var status: Int32 = 0
-        while Date() < deadline {
-            if waitpid(pid, &status, WNOHANG) == pid {
-                return status & 0x7F == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
-            }
-            usleep(20_000)
-        }
-        kill(pid, SIGKILL)
-        _ = waitpid(pid, &status, 0)
-        return nil
-    }
-
     static func waitFor(_ path: String, timeout: Double, _ condition: (String) -> Bool) -> String {
         let deadline = Date().addingTimeInterval(timeout)
         var text = ""
@@ -467,7 +452,7 @@ struct InspectLog: Sendable {
         let out = ws.directory + "/tail.out", err = ws.directory + "/tail.err"
         let pid = try Shell.spawn(CDCWorkspace.executable, ["log", "tail", "-f", "-n", "1", "--log", ws.logPath], stdout: out, stderr: err)
         var exited: Int32?
-        defer { if exited == nil { kill(pid, SIGKILL); _ = Self.wait(pid, timeout: 5) } }
+        defer { if exited == nil { kill(pid, SIGKILL); _ = Shell.wait(pid, timeout: 5) } }
         let first = Self.waitFor(out, timeout: 20) { $0.hasSuffix("\n") }
         #expect(first == before.last! + "\n")
 
@@ -479,17 +464,16 @@ struct InspectLog: Sendable {
         #expect(text.contains("Dr Follow"), "\(text)")
         #expect(text.split(separator: "\n").map(String.init) == Array(after[(before.count - 1)...]), "exactly the export's lines, in order")
 
-        // Between polls no read transaction is held: tail's reader slot is idle almost every time.
+        // Between polls no read transaction is held: tail's reader slot is seen idle again and again.
         let env = try LMDBEnvironment(path: ws.logPath, readOnly: true)
-        var busy = 0
-        for _ in 0..<20 {
-            if try env.readers().contains(where: { $0.pid == pid && $0.txnid != nil }) { busy += 1 }
-            usleep(37_000)
+        var idleInARow = 0
+        try poll(what: "tail's reader slot idle in 10 samples in a row (a read transaction held between polls?)") {
+            idleInARow = try env.readers().contains { $0.pid == pid && $0.txnid != nil } ? 0 : idleInARow + 1
+            return idleInARow >= 10
         }
-        #expect(busy <= 3, "tail held a read transaction in \(busy) of 20 samples")
 
         kill(pid, SIGTERM)
-        exited = Self.wait(pid, timeout: 10)
+        exited = Shell.wait(pid, timeout: 10)
         #expect(exited == 0, "SIGTERM: exit 0, stderr: \((try? String(contentsOfFile: err, encoding: .utf8)) ?? "")")
         #expect(((try? String(contentsOfFile: err, encoding: .utf8)) ?? "").isEmpty)
 
@@ -500,7 +484,7 @@ struct InspectLog: Sendable {
         let table = Self.waitFor(out2, timeout: 20) { $0.split(separator: "\n").count >= 2 }
         #expect(table.contains("insert    surgeon_id: S7, surgeon_name: Dr Follow"), "\(table)")
         kill(pid2, SIGINT)
-        let status2 = Self.wait(pid2, timeout: 10)
+        let status2 = Shell.wait(pid2, timeout: 10)
         #expect(status2 == 0, "SIGINT: exit 0")
     }
 }

@@ -5,11 +5,11 @@ import TestSupport
 
 /// Tamper evidence: `cdc log verify` recomputes every hash and names the first bad record; a digest
 /// kept outside proves the history it covered is still there, even after a consistent rewrite.
-@Suite struct LogVerifyTests {
+@Suite(.timeLimit(.minutes(5))) struct LogVerifyTests {
     /// A log with a snapshot and a few transactions, written by the real cdc.
     func makeLog(_ name: String) throws -> CDCWorkspace {
         let ws = try CDCWorkspace(name)
-        try ws.sql("INSERT INTO facilities VALUES ('F1', 'Mercy', 'Boston', 'MA', 'US', 'Academic', 300)")
+        try ws.sql(Fixture.facility("F1", "Mercy", type: "Academic"))
         try ws.initialize()
         for i in 1...5 {
             try ws.sql("""
@@ -61,7 +61,7 @@ import TestSupport
             try txn.put(db.events, key: keyBytes(target), value: bytes)
         }
         let result = try verify(ws)
-        #expect(result.status != 0)
+        #expect(result.status == 1, "README: verify exits 1 naming the first bad record; got \(result.status): \(result.stderr)")
         #expect(result.stderr.contains("seq \(target):"), "\(result.stderr)")
     }
 
@@ -70,7 +70,7 @@ import TestSupport
         defer { ws.tearDown() }
         try tamper(ws) { txn, db in try txn.delete(db.events, key: keyBytes(UInt64(10))) }
         let result = try verify(ws)
-        #expect(result.status != 0)
+        #expect(result.status == 1, "README: verify exits 1 naming the first bad record; got \(result.status): \(result.stderr)")
         #expect(result.stderr.contains("seq 10:") && result.stderr.contains("missing"), "\(result.stderr)")
     }
 
@@ -89,7 +89,7 @@ import TestSupport
             try txn.put(db.leaves, key: keyBytes(b), value: la)
         }
         let result = try verify(ws)
-        #expect(result.status != 0)
+        #expect(result.status == 1, "README: verify exits 1 naming the first bad record; got \(result.status): \(result.stderr)")
         let failed = result.stderr.split(separator: "\n").first { $0.hasPrefix("cdc: error:") }.map(String.init) ?? ""
         #expect(failed.contains("seq \(a):") || failed.contains("seq \(b):"), "\(result.stderr)")
     }
@@ -141,7 +141,7 @@ import TestSupport
         // The rewrite is self-consistent: only the digest kept outside catches it.
         #expect(try verify(ws).status == 0, "a consistent rewrite passes the internal checks")
         let rewritten = try verify(ws, ["--digest", digestFile])
-        #expect(rewritten.status != 0)
+        #expect(rewritten.status == 1, "exit 1 when the digest does not match; got \(rewritten.status): \(rewritten.stderr)")
         #expect(rewritten.stderr.contains("seq \(covered):") && rewritten.stderr.contains("digest"), "\(rewritten.stderr)")
     }
 }

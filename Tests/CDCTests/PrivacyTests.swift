@@ -25,7 +25,7 @@ import TestSupport
     static func writeKey(_ ws: CDCWorkspace, mode: mode_t = 0o600) throws -> (path: String, hex: String) {
         let key = (0..<32).map { UInt8(($0 * 37 + 11) % 256) }
         let path = ws.directory + "/privacy.key"
-        FileManager.default.createFile(atPath: path, contents: Data(key))
+        #expect(FileManager.default.createFile(atPath: path, contents: Data(key)), "key file \(path) written")
         chmod(path, mode)
         return (path, key.map { String(format: "%02x", $0) }.joined())
     }
@@ -143,7 +143,7 @@ import TestSupport
         try FileManager.default.copyItem(atPath: key.path, toPath: good)
         chmod(good, 0o600)
         let short = ws.directory + "/short.key"
-        FileManager.default.createFile(atPath: short, contents: Data("tooshort".utf8))
+        #expect(FileManager.default.createFile(atPath: short, contents: Data("tooshort".utf8)))
         chmod(short, 0o600)
         try Self.appendPrivacy(ws, section.replacingOccurrences(of: "KEY644", with: key.path).replacingOccurrences(of: "KEY600", with: good).replacingOccurrences(of: "SHORTKEY", with: short))
         let result = try ws.cdc(["init", "--config", ws.configPath])

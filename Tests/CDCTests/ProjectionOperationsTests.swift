@@ -1,3 +1,4 @@
+import EventLog
 import Foundation
 import Testing
 import TestSupport
@@ -74,7 +75,7 @@ import Glibc
         let then = try ws.dump(schema: "dw")
         // A time after the last commit so far and before the next one (whole seconds, as an operator types it).
         let time = try #require(try ws.sql("SELECT to_char((date_trunc('second', clock_timestamp()) + interval '1 second') AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')")[0][0])
-        while try ws.sql("SELECT clock_timestamp() > '\(time)'::timestamptz")[0][0] != "t" { usleep(50_000) }
+        try poll(what: "the server's clock passes \(time)", timeout: 10) { try ws.sql("SELECT clock_timestamp() > '\(time)'::timestamptz")[0][0] == "t" }
 
         try ws.workload(["--transactions", "300", "--clients", "2"])
         try Self.historyMakingChanges(ws, round: 2)
@@ -126,25 +127,39 @@ import Glibc
     @Test func sigkillDuringProjectionUnderLoadEndsWithTheWarehouseOfAnUninterruptedRun() throws {
         let ws = try Self.seeded("po_kill")
         defer { ws.tearDown() }
-        let load = try ws.startWorkload(["--duration", "10", "--rate", "120", "--clients", "2"])
+        // The load lasts longer than the six rounds, so that every kill lands under it.
+        let load = try ws.startWorkload(["--duration", "30", "--rate", "120", "--clients", "2"])
         func applied() throws -> Int { Int(try ws.checkpoint().first?["last_seq"] ?? "0") ?? 0 }
+        func logged() throws -> Int { Int(try EventLog.openForReading(path: ws.source.logPath).position().head) }
         // Even rounds kill at a random moment soon after projection starts (the first one in the middle of
-        // the seed's snapshot batch); odd rounds once a batch has committed, a random moment later.
+        // the seed's snapshot batch); odd rounds once a batch has committed, a random moment later. Each
+        // kill lands with work in flight: the run is frozen (SIGSTOP) and killed only if the log then holds
+        // records the projector has not applied, else it goes on (SIGCONT) and is looked at again.
         var seqs = [try applied()]
         for round in 0..<6 {
             let run = try ws.startRun()
+            defer { run.killIfRunning() }
             #expect(run.waitForLog("projecting"), "cdc run did not start projecting: \(run.stderr)")
             if round % 2 == 1 {
-                // Something to project even if the load is over, then wait for a batch to commit.
+                // Something to project, then wait for a batch to commit.
                 try ws.change("UPDATE surgeons SET years_experience = years_experience + 1 WHERE surgeon_id = 'SRG-0001'")
-                _ = try eventually(timeout: 30) { try applied() != seqs.last! || !run.isRunning }
+                try poll(what: "round \(round): a batch is projected past \(seqs.last!): \(run.stderr)") { try applied() != seqs.last! || !run.isRunning }
                 usleep(UInt32.random(in: 0...400_000))
             } else {
                 usleep(UInt32.random(in: 100_000...1_200_000))
             }
+            try poll(what: "round \(round): a moment when the log holds records the projector has not applied (the load still running: \(Shell.isRunning(load)))") {
+                run.send(SIGSTOP)
+                if try logged() > applied() || !run.isRunning { return true }
+                run.send(SIGCONT)
+                return false
+            }
             run.send(SIGKILL)
             #expect(run.wait().status == 128 + SIGKILL, "\(run.stderr)")
             seqs.append(try applied())
+            let head = try logged()
+            #expect(head > seqs.last!, "round \(round): killed with records to project: log head \(head), checkpoint \(seqs.last!)")
+            #expect(Shell.isRunning(load), "round \(round): killed under load (tools/workload still running)")
         }
         #expect(Shell.wait(load) == 0, "tools/workload failed: \((try? String(contentsOfFile: ws.directory + "/workload.err", encoding: .utf8)) ?? "")")
         #expect(zip(seqs, seqs.dropFirst()).enumerated().filter { $0.offset % 2 == 1 }.allSatisfy { $0.element.1 > $0.element.0 },
@@ -170,27 +185,26 @@ import Glibc
         try ws.sql(Fixture.facility("F1", "Mercy"))
         try ws.initialize()
         let run = try ws.startRun()
-        defer { if run.isRunning { run.send(SIGKILL); run.wait() } }
+        defer { run.killIfRunning() }
         #expect(run.waitForLog("projecting"), "\(run.stderr)")
-        _ = try eventually(timeout: 30) { try ws.checkpoint().first?["last_seq"] ?? "0" != "0" }
+        try poll(what: "a first batch is projected: \(run.stderr)") { try ws.checkpoint().first?["last_seq"] ?? "0" != "0" }
         try #require(try ws.count("dim_facilities", where: "facility_id = 'F1'") == 1, "the snapshot is projected")
 
         // The warehouse goes away: no new connections, the projector's connection terminated.
         try ws.server.execute("ALTER DATABASE \(ws.warehouseDatabase) ALLOW_CONNECTIONS false")
         try ws.server.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '\(ws.warehouseDatabase)'")
         try ws.change("UPDATE facilities SET facility_name = 'Mercy General' WHERE facility_id = 'F1'")
-        var captured = false
-        for _ in 0..<600 where !captured {
-            captured = try ws.source.rowEvents(table: "facilities").contains { $0["op"] as? String == "update" }
-            if !captured { usleep(50_000) }
+        try poll(what: "the update is captured while the warehouse is away (capture does not wait for it): \(run.stderr)") {
+            try ws.source.rowEvents(table: "facilities").contains { $0["op"] as? String == "update" }
         }
-        #expect(captured, "capture does not wait for the warehouse: \(run.stderr)")
-        #expect(run.waitForLog("retrying", timeout: 30), "the projector says it retries: \(run.stderr)")
+        #expect(run.waitForLog("projection failed; retrying", timeout: 30), "the projector says it retries: \(run.stderr)")
         #expect(run.isRunning, "cdc run survives a warehouse outage: \(run.stderr)")
 
         // It comes back: projection catches up by itself.
         try ws.server.execute("ALTER DATABASE \(ws.warehouseDatabase) ALLOW_CONNECTIONS true")
-        _ = try eventually(timeout: 60) { try ws.count("dim_facilities", where: "facility_id = 'F1'") >= 2 }
+        try poll(what: "projection catches up once the warehouse is back: \(run.stderr)", timeout: 60) {
+            try ws.count("dim_facilities", where: "facility_id = 'F1'") >= 2
+        }
         #expect(try ws.current("dim_facilities", "F1")?["facility_name"] == "Mercy General", "\(run.stderr)")
         run.send(SIGTERM)
         #expect(run.wait().status == 0, "\(run.stderr)")

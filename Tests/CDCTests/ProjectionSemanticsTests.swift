@@ -578,11 +578,7 @@ import TestSupport
     }
 
     @Test func dateAndTimeKeysFollowTheWarehouseTimeZone() throws {
-        // A zone whose date differs from UTC's right now (Kiritimati is UTC+14, Etc/GMT+12 is UTC-12), so
-        // that effective_date in the wrong zone would be a different day.
-        let hour = Int(Date().timeIntervalSince1970) % 86_400 / 3600
-        let zone = hour >= 10 ? "Pacific/Kiritimati" : "Etc/GMT+12"
-        let ws = try WarehouseWorkspace("ps_zone", timezone: zone)
+        let ws = try WarehouseWorkspace("ps_zone")
         defer { ws.tearDown() }
         try ws.initialize()
         try ws.change("\(Fixture.facility("F1", "Mercy")); \(Fixture.surgeon("S1", "Dr. Ada Stone")); \(Fixture.robot("R1", facility: "F1"))")
@@ -591,6 +587,12 @@ import TestSupport
             \(Fixture.telemetry(1, procedure: "P1", at: "2026-03-14 11:21:30+00"))
             """)
         let rename = try ws.change("UPDATE facilities SET facility_name = 'Mercy General' WHERE facility_id = 'F1'")
+        // A zone whose date differs from UTC's at the rename's commit (Kiritimati is UTC+14, Etc/GMT+12 is
+        // UTC-12), so that effective_date in the wrong zone would be a different day.
+        try ws.source.catchUp()
+        let t = ws.commit(of: rename)
+        let zone = Int(t.time.dropFirst(11).prefix(2))! >= 12 ? "Pacific/Kiritimati" : "Etc/GMT+12"
+        try ws.writeConfig(timezone: zone)
         try ws.run()
         func local(_ timestamp: String) throws -> (date: String, time: String) {
             let row = try ws.dw("""
@@ -607,10 +609,10 @@ import TestSupport
         #expect(p1["end_date_key"] == end.date && p1["end_time_key"] == end.time, "\(zone): \(p1)")
         #expect(try ws.dwValue("SELECT timestamp_key FROM dw.fact_procedure_telemetry WHERE telemetry_id = 1") == sample.time)
         // effective_date / expiration_date: the dates of valid_from / valid_to in the warehouse zone.
-        let t = ws.commit(of: rename)
         let v = try ws.versions("dim_facilities", "F1")
         try #require(v.count == 2)
         let localDate = try ws.dwValue("SELECT (TIMESTAMPTZ '\(t.time)' AT TIME ZONE '\(zone)')::date")
+        #expect(localDate != String(t.time.prefix(10)), "the zone puts the rename on another day than UTC's (\(t.time))")
         #expect(v[1]["effective_date"] == localDate && v[0]["expiration_date"] == localDate,
                 "\(zone): commit \(t.time) is \(localDate ?? "?") there; got \(v[1]["effective_date"] ?? "NULL") / \(v[0]["expiration_date"] ?? "NULL")")
         #expect(v[1]["valid_from_utc"] == t.time, "valid_from is an instant, whatever the zone")

@@ -10,7 +10,7 @@ import Glibc
 /// over a test-owned NOTIFY_SOCKET; /metrics (checked by promtool and scraped by a real Prometheus),
 /// /healthz and /readyz through a stalled projector and a warehouse outage; `cdc status`; the retained
 /// WAL limit; WAL retention while idle; bad [metrics] input; and the systemd unit.
-@Suite struct ServiceTests {
+@Suite(.timeLimit(.minutes(10))) struct ServiceTests {
     // MARK: Helpers
 
     static let watchdogUSec = 2_000_000
@@ -116,9 +116,9 @@ import Glibc
     /// Expects a `cdc run` that stopped on a bad input to have exited 1 with exactly one `cdc: error:`
     /// line (the last one) naming every word.
     static func expectRefused(_ run: RunningCDC, naming words: [String], sourceLocation: SourceLocation = #_sourceLocation) {
-        let status = run.wait(timeout: 60)
-        #expect(status == 1, "exit status 1, got \(status.map(String.init) ?? "still running after 60 s: killed")", sourceLocation: sourceLocation)
-        expectOneLineError(Shell.Result(status: status ?? -1, stdout: "", stderr: run.stderr), naming: words, sourceLocation: sourceLocation)
+        let status = run.wait(timeout: 60, sourceLocation: sourceLocation).status
+        #expect(status == 1, "exit status 1, got \(status)", sourceLocation: sourceLocation)
+        expectOneLineError(Shell.Result(status: status, stdout: "", stderr: run.stderr), naming: words, sourceLocation: sourceLocation)
     }
 
     // MARK: systemd notify
@@ -147,9 +147,11 @@ import Glibc
 
         let beforeStop = notify.lines.count
         run.send(SIGTERM)
-        let status = run.wait(timeout: 60)
+        let status = run.wait(timeout: 60).status
         #expect(status == 0, "SIGTERM exits 0: \(run.stderr)")
-        usleep(300_000)  // the last datagrams reach the receiving thread
+        try poll(what: "STOPPING=1 reaches the socket's receiving thread:\n\(notify.transcript)", timeout: 10) {
+            notify.lines.contains { $0.text == "STOPPING=1" }
+        }
         let all = notify.lines
         let stopping = all.firstIndex { $0.text == "STOPPING=1" }
         #expect(stopping.map { $0 >= beforeStop } == true, "STOPPING=1 after SIGTERM:\n\(notify.transcript)")
@@ -177,7 +179,7 @@ import Glibc
         while Date() < readyAt.addingTimeInterval(4) { usleep(100_000) }
         #expect(!notify.lines.contains { $0.key == "WATCHDOG" }, "WATCHDOG_PID names another process: no WATCHDOG=1:\n\(notify.transcript)")
         run.send(SIGTERM)
-        #expect(run.wait(timeout: 60) == 0, "\(run.stderr)")
+        #expect(run.wait(timeout: 60).status == 0, "\(run.stderr)")
     }
 
     // MARK: A stalled loop
@@ -196,7 +198,7 @@ import Glibc
         let live = HTTP.poll(healthz, timeout: 30) { $0.status == 200 }
         try #require(live.status == 200, "healthz before the stall: \(live)")
         #expect(live.json?["status"] as? String == "ok", "\(live)")
-        try #require(try eventually { try ws.count("dim_facilities", where: "facility_id = 'F1'") == 1 }, "the snapshot is projected")
+        try poll(what: "the snapshot is projected: \(run.stderr)") { try ws.count("dim_facilities", where: "facility_id = 'F1'") == 1 }
 
         // Another session holds the checkpoint table; a source change makes the projector wait on it.
         let blocker = try ws.server.connect(database: ws.warehouseDatabase)
@@ -231,10 +233,11 @@ import Glibc
         let recovered = HTTP.poll(healthz, timeout: 40) { $0.status == 200 }
         #expect(recovered.status == 200, "healthz 200 again: \(recovered)")
         #expect(notify.waitFor("WATCHDOG=1", from: releasedMark, timeout: 30) != nil, "WATCHDOG=1 resumes:\n\(notify.transcript)")
-        #expect(try eventually { try ws.current("dim_facilities", "F1")?["facility_name"] == "Mercy General" },
-                "the change reaches the warehouse: \(run.stderr)")
+        try poll(what: "the change reaches the warehouse: \(run.stderr)") {
+            try ws.current("dim_facilities", "F1")?["facility_name"] == "Mercy General"
+        }
         run.send(SIGTERM)
-        #expect(run.wait(timeout: 60) == 0, "\(run.stderr)")
+        #expect(run.wait(timeout: 60).status == 0, "\(run.stderr)")
     }
 
     // MARK: /metrics
@@ -322,13 +325,13 @@ import Glibc
         try ws.change("DELETE FROM facilities WHERE facility_id = 'F4'")
         var head = 0
         var after = before
-        let deadline = Date().addingTimeInterval(60)
-        repeat {
-            usleep(300_000)
+        try poll(what: "the log's head moves past \(headBefore) and cdc_log_head_seq and cdc_projection_last_seq reach it "
+                     + "(head \(head), gauges \(after.value("cdc_log_head_seq") ?? -1) and \(after.value("cdc_projection_last_seq") ?? -1))",
+                 timeout: 60) {
             head = try Self.digestSeq(ws.source)
             after = Self.scrape(port).metrics
-        } while !(head > headBefore && after.value("cdc_log_head_seq") == Double(head) && after.value("cdc_projection_last_seq") == Double(head))
-            && Date() < deadline
+            return head > headBefore && after.value("cdc_log_head_seq") == Double(head) && after.value("cdc_projection_last_seq") == Double(head)
+        }
         #expect(after.value("cdc_log_head_seq") == Double(head), "cdc_log_head_seq equals the digest's seq \(head) once caught up")
         #expect(after.value("cdc_projection_last_seq") == Double(head), "the projector caught up")
         #expect(after.value("cdc_projection_lag_records") == 0)
@@ -344,7 +347,7 @@ import Glibc
         let lintAfter = try Promtool.checkMetrics(Self.scrape(port).response.body)
         #expect(lintAfter.status == 0, "promtool check metrics after traffic: \(lintAfter.stdout)\(lintAfter.stderr)")
         run.send(SIGTERM)
-        #expect(run.wait(timeout: 60) == 0, "\(run.stderr)")
+        #expect(run.wait(timeout: 60).status == 0, "\(run.stderr)")
     }
 
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: PrometheusServer.executable), "prometheus is not installed (tools/install-deps)"))
@@ -363,12 +366,10 @@ import Glibc
         try ws.change("UPDATE facilities SET city = 'Cambridge' WHERE facility_id = 'F1'")
         // Caught up: the log holds both changes and the projector applied them.
         var head = 0
-        let deadline = Date().addingTimeInterval(60)
-        repeat {
-            usleep(300_000)
+        try poll(what: "F1's new city is projected and cdc_projection_last_seq reaches the log's head \(head): \(run.stderr)", timeout: 60) {
             head = try Self.digestSeq(ws.source)
-        } while (try ws.current("dim_facilities", "F1")?["city"] != "Cambridge" || Self.scrape(port).metrics.value("cdc_projection_last_seq") != Double(head))
-            && Date() < deadline
+            return try ws.current("dim_facilities", "F1")?["city"] == "Cambridge" && Self.scrape(port).metrics.value("cdc_projection_last_seq") == Double(head)
+        }
 
         let seen = try prometheus.waitForValue("cdc_log_head_seq", timeout: 60) { $0 == Double(head) }
         #expect(seen == Double(head), "Prometheus has cdc_log_head_seq = the log's head \(head), got \(seen.map { "\($0)" } ?? "no value"); targets: \(prometheus.targets())")
@@ -376,7 +377,7 @@ import Glibc
         #expect(lag == 0, "cdc_projection_lag_seconds is 0 once caught up, got \(lag.map { "\($0)" } ?? "no value"); targets: \(prometheus.targets())")
         #expect(try prometheus.value("up{job=\"cdc\"}") == 1, "targets: \(prometheus.targets())")
         run.send(SIGTERM)
-        #expect(run.wait(timeout: 60) == 0, "\(run.stderr)")
+        #expect(run.wait(timeout: 60).status == 0, "\(run.stderr)")
     }
 
     // MARK: /healthz and /readyz
@@ -425,11 +426,10 @@ import Glibc
         away = false
         let back = HTTP.poll(readyz, timeout: 90) { $0.status == 200 }
         #expect(back.status == 200, "readyz 200 after the warehouse returns: \(back)\n\(run.stderr)")
-        #expect(try eventually { try ws.current("dim_facilities", "F1")?["facility_name"] == "Mercy General" },
-                "projection caught up: \(run.stderr)")
+        try poll(what: "projection caught up: \(run.stderr)") { try ws.current("dim_facilities", "F1")?["facility_name"] == "Mercy General" }
         #expect(Self.scrape(port, timeout: 10) { $0.value("cdc_warehouse_connected") == 1 }.value("cdc_warehouse_connected") == 1)
         run.send(SIGTERM)
-        #expect(run.wait(timeout: 60) == 0, "\(run.stderr)")
+        #expect(run.wait(timeout: 60).status == 0, "\(run.stderr)")
     }
 
     // MARK: cdc status
@@ -493,10 +493,9 @@ import Glibc
         let run = try ws.startRun()
         defer { run.killIfRunning() }
         var running = try Self.status(ws.configPath)
-        let deadline = Date().addingTimeInterval(60)
-        while running.result.status != 0 && Date() < deadline && run.isRunning {
-            usleep(500_000)
+        try poll(what: "cdc status exits 0 while cdc run streams (or cdc run exits): \(running.result.stdout)\(running.result.stderr)", timeout: 60) {
             running = try Self.status(ws.configPath)
+            return running.result.status == 0 || !run.isRunning
         }
         #expect(running.result.status == 0, "exit 0 while streaming and caught up: \(running.result.stdout)\(running.result.stderr)\n\(run.stderr)")
         #expect(running.object?["healthy"] as? Bool == true)
@@ -507,7 +506,7 @@ import Glibc
         let healthyText = try Self.status(ws.configPath, json: false).result
         #expect(healthyText.status == 0 && !(healthyText.stdout + healthyText.stderr).contains("problem:"), "\(healthyText.stdout)\(healthyText.stderr)")
         run.send(SIGTERM)
-        #expect(run.wait(timeout: 60) == 0, "\(run.stderr)")
+        #expect(run.wait(timeout: 60).status == 0, "\(run.stderr)")
 
         // Cannot tell: the source or the warehouse does not answer.
         let closed = try LoopbackPort.free()
@@ -585,7 +584,7 @@ import Glibc
         #expect(running.status == 1 && Self.codes(runningJSON, "problems").contains("retained_wal_high")
                 && !Self.codes(runningJSON, "problems").contains("slot_inactive"), "while running: \(running.stdout)")
         run.send(SIGTERM)
-        #expect(run.wait(timeout: 60) == 0, "\(run.stderr)")
+        #expect(run.wait(timeout: 60).status == 0, "\(run.stderr)")
     }
 
     @Test func whileStreamingTheSlotRetainsLittleWALWhenOthersWriteHeavily() throws {
@@ -606,7 +605,7 @@ import Glibc
         try ws.sql("INSERT INTO unpublished_fill SELECT g, repeat(md5(g::text), 16) FROM generate_series(1, 100000) g")
         try ws.server.execute("CREATE TABLE noise (id bigint, payload text); INSERT INTO noise SELECT g, repeat(md5(g::text), 16) FROM generate_series(1, 50000) g",
                               database: other)
-        let written = WarehouseWorkspace.lsn(try ws.server.currentLSN()) - WarehouseWorkspace.lsn(start)
+        let written = (lsnValue(try ws.server.currentLSN()) ?? 0) - (lsnValue(start) ?? 0)
         let limit = UInt64(64 * Self.mebibyte)
         try #require(written > limit + UInt64(8 * Self.mebibyte), "the writes made \(written) bytes of WAL, more than a slot that stayed put would be allowed")
 
@@ -614,23 +613,23 @@ import Glibc
         let modern = try ws.server.connect().serverVersion >= 160000
         var retained: Double?
         var last = ""
-        let deadline = Date().addingTimeInterval(120)
-        repeat {
+        try poll(what: "slot.retained_wal_bytes falls below 64 MiB (or cdc run exits): \(last)", timeout: 120) {
             try ws.server.execute(modern ? "SELECT pg_log_standby_snapshot()" : "CHECKPOINT")
-            usleep(2_000_000)
+            usleep(2_000_000)  // for cdc to confirm past it
             let (result, json) = try Self.status(ws.configPath)
             last = result.stdout + result.stderr
             retained = Self.number(Self.field(json, "slot.retained_wal_bytes"))
-        } while (retained ?? .infinity) >= Double(limit) && Date() < deadline && run.isRunning
+            return (retained ?? .infinity) < Double(limit) || !run.isRunning
+        }
         #expect(retained.map { $0 < Double(limit) } == true,
                 "slot.retained_wal_bytes falls below 64 MiB after \(written) bytes of WAL the slot does not need: \(last)\n\(run.stderr)")
 
         // Capture goes on, and nothing of the unpublished table is in the log.
         try ws.sql(Fixture.facility("F1", "Mercy"))
-        #expect(try eventually { try ws.rowEvents(table: "facilities").count == 1 }, "capture goes on: \(run.stderr)")
+        try poll(what: "capture goes on: \(run.stderr)") { try ws.rowEvents(table: "facilities").count == 1 }
         #expect(try ws.export().allSatisfy { ($0["table"] as? String)?.contains("unpublished_fill") != true })
         run.send(SIGTERM)
-        #expect(run.wait(timeout: 60) == 0, "\(run.stderr)")
+        #expect(run.wait(timeout: 60).status == 0, "\(run.stderr)")
     }
 
     // MARK: Bad input
@@ -735,7 +734,7 @@ import Glibc
 
 /// The test support the service tests stand on: the notify socket, HTTP, the exposition parser,
 /// promtool and a real Prometheus.
-@Suite struct ServiceTestsSupportChecks {
+@Suite(.timeLimit(.minutes(5))) struct ServiceTestsSupportChecks {
     @Test func theNotifySocketReceivesEachDatagramLineByLine() throws {
         let notify = try NotifySocket()
         defer { notify.close() }
@@ -796,15 +795,5 @@ import Glibc
         let bad = "# TYPE cdc_x counter\ncdc_x 3\n"  // no HELP, a counter without _total
         let failed = try Promtool.checkMetrics(bad)
         #expect(failed.status != 0, "promtool rejects what the contract forbids: \(failed.stdout)\(failed.stderr)")
-    }
-}
-
-extension RunningCDC {
-    /// For `defer`: SIGKILL and reap the process if a test left it running.
-    func killIfRunning() {
-        if isRunning {
-            send(SIGKILL)
-            wait()
-        }
     }
 }

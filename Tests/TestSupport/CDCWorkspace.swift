@@ -57,10 +57,11 @@ public final class CDCWorkspace: @unchecked Sendable {
         return candidates.first { FileManager.default.isExecutableFile(atPath: $0) } ?? candidates.last!
     }()
 
-    /// Runs `cdc ARGS...` to completion.
+    /// Runs `cdc ARGS...` to completion; throws when it takes more than `timeout` seconds (see ``Shell/run``).
     @discardableResult
-    public func cdc(_ arguments: [String], environment: [String: String] = [:]) throws -> Shell.Result {
-        try Shell.run(Self.executable, arguments, environment: environment)
+    public func cdc(_ arguments: [String], environment: [String: String] = [:],
+                    timeout: Double = Shell.defaultTimeout) throws -> Shell.Result {
+        try Shell.run(Self.executable, arguments, environment: environment, timeout: timeout)
     }
 
     /// `cdc init --config cdc.toml`, which must succeed.
@@ -69,10 +70,10 @@ public final class CDCWorkspace: @unchecked Sendable {
         guard result.status == 0 else { throw TestFailure("cdc init failed (\(result.status)): \(result.stderr)") }
     }
 
-    /// `cdc run --no-project --endpos <current WAL position>`, which must succeed.
-    public func catchUp() throws {
+    /// `cdc run --no-project --endpos <current WAL position>`, which must succeed within `timeout` seconds.
+    public func catchUp(timeout: Double = Shell.defaultTimeout) throws {
         let endpos = try server.currentLSN()
-        let result = try cdc(["run", "--config", configPath, "--no-project", "--endpos", endpos])
+        let result = try cdc(["run", "--config", configPath, "--no-project", "--endpos", endpos], timeout: timeout)
         try? result.stderr.write(toFile: directory + "/run-\(endpos.replacingOccurrences(of: "/", with: "-")).log", atomically: true, encoding: .utf8)
         guard result.status == 0 else { throw TestFailure("cdc run failed (\(result.status)): \(result.stderr)") }
     }

@@ -63,11 +63,16 @@ public final class LedgerLoad: @unchecked Sendable {
     /// Transactions committed so far.
     public var committedTransactions: Int { lock.withLock { committed } }
 
-    /// Stops the load and returns the number of committed transactions. Throws what the load hit.
+    /// Stops the load and returns the number of committed transactions. Throws what the load hit, or
+    /// a ``TestFailure`` when its thread has not finished after `timeout` seconds.
     @discardableResult
-    public func stop() throws -> Int {
+    public func stop(timeout: Double = 60) throws -> Int {
         lock.withLock { stopRequested = true }
-        while !lock.withLock({ done }) { usleep(10_000) }
+        let deadline = Date().addingTimeInterval(timeout)
+        while !lock.withLock({ done }) {
+            guard Date() < deadline else { throw TestFailure("the ledger load did not stop within \(timeout) s") }
+            usleep(10_000)
+        }
         if let failure = lock.withLock({ failure }) { throw failure }
         return committedTransactions
     }
@@ -118,14 +123,9 @@ public final class LedgerLoad: @unchecked Sendable {
         return "end (\(ns.count) vs \(n))"
     }
 
-    /// Compares two "X/Y" LSNs.
+    /// Compares two "X/Y" LSNs (anything else counts as 0/0).
     public static func compareLSN(_ a: String, _ b: String) -> Int {
-        func value(_ s: String) -> UInt64 {
-            let parts = s.split(separator: "/")
-            guard parts.count == 2, let h = UInt64(parts[0], radix: 16), let l = UInt64(parts[1], radix: 16) else { return 0 }
-            return h << 32 | l
-        }
-        let (x, y) = (value(a), value(b))
+        let (x, y) = (lsnValue(a) ?? 0, lsnValue(b) ?? 0)
         return x < y ? -1 : (x > y ? 1 : 0)
     }
 }

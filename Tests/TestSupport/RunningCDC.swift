@@ -2,6 +2,7 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
+import Testing
 
 /// A `cdc` process running in the background (e.g. `cdc run`), for tests that signal or kill it.
 public final class RunningCDC: @unchecked Sendable {
@@ -17,53 +18,49 @@ public final class RunningCDC: @unchecked Sendable {
     /// Sends `signal` (SIGTERM, SIGKILL, ...).
     public func send(_ signal: Int32) { kill(pid, signal) }
 
-    /// Waits for the process; returns its exit status (128 + signal when killed) and its peak RSS,
-    /// read from /proc/PID/status (VmHWM) while it runs. (wait4's ru_maxrss is no good here: for a
-    /// posix_spawn'ed child it counts the test process's own memory from before the exec.)
+    /// Waits up to `timeout` seconds (default ``Shell/defaultTimeout``) for the process; returns its
+    /// exit status (128 + signal when killed) and its peak RSS, read from /proc/PID/status (VmHWM)
+    /// while it runs. (wait4's ru_maxrss is no good here: for a posix_spawn'ed child it counts the test
+    /// process's own memory from before the exec.) A process still running at the deadline is killed
+    /// (SIGKILL) and reaped, and an issue saying so is recorded: the status is then 128 + SIGKILL.
     @discardableResult
-    public func wait() -> (status: Int32, maxRSSKilobytes: Int) {
+    public func wait(timeout: Double = Shell.defaultTimeout,
+                     sourceLocation: SourceLocation = #_sourceLocation) -> (status: Int32, maxRSSKilobytes: Int) {
         if let finished { return finished }
         var peak = 0
-        var status: Int32 = 0
-        while true {
+        let status = Shell.reap(pid, timeout: timeout) {
             if let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
                let line = text.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
                let kb = Int(line.split(separator: " ").dropFirst().first ?? "") {
                 peak = max(peak, kb)
             }
-            let r = waitpid(pid, &status, WNOHANG)
-            if r == pid { break }
-            if r == -1 && errno != EINTR { break }
-            usleep(20_000)
         }
-        let code: Int32 = status & 0x7F == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
-        finished = (code, peak)
+        if status == nil {
+            Issue.record("`cdc` (pid \(pid)) did not exit within \(timeout) s: killed (SIGKILL); its stderr ends:\n\(stderr.suffix(4000))",
+                         sourceLocation: sourceLocation)
+        }
+        finished = (status ?? 128 + SIGKILL, peak)
         return finished!
     }
 
-    /// Waits up to `timeout` seconds for the process to exit and returns its exit status; when it is
-    /// still running then, kills it (SIGKILL), reaps it and returns nil.
-    public func wait(timeout: Double) -> Int32? {
-        let deadline = Date().addingTimeInterval(timeout)
-        while isRunning && Date() < deadline { usleep(20_000) }
-        if isRunning {
-            send(SIGKILL)
-            wait()
-            return nil
-        }
-        return wait().status
-    }
-
-    /// True while the process has not exited (does not reap it).
+    /// True while the process has not exited (once it has, reaps it and keeps its status for ``wait(timeout:sourceLocation:)``).
     public var isRunning: Bool {
         if finished != nil { return false }
         var status: Int32 = 0
         let r = waitpid(pid, &status, WNOHANG)
         if r == pid {
-            finished = (status & 0x7F == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F), 0)
+            finished = (Shell.exitStatus(status), 0)
             return false
         }
         return true
+    }
+
+    /// For `defer`: SIGKILL and reap the process if a test left it running (also when stopped).
+    public func killIfRunning() {
+        if isRunning {
+            send(SIGKILL)
+            wait()
+        }
     }
 
     /// What the process wrote to stderr so far.
@@ -83,12 +80,16 @@ public final class RunningCDC: @unchecked Sendable {
 }
 
 extension CDCWorkspace {
-    /// Starts `cdc run --config cdc.toml --no-project ARGS...` in the background, with `environment`
-    /// added to the test process's (e.g. `NOTIFY_SOCKET`, `WATCHDOG_USEC`).
-    public func startRun(_ arguments: [String] = [], environment: [String: String] = [:]) throws -> RunningCDC {
-        let path = directory + "/run-\(UInt32.random(in: 0...UInt32.max)).stderr"
-        let pid = try Shell.spawn(Self.executable, ["run", "--config", configPath, "--no-project"] + arguments,
-                                  environment: environment, stdout: "/dev/null", stderr: path)
+    /// Starts `cdc ARGS...` (any subcommand) in the background, its stderr kept in the workspace
+    /// directory, with `environment` added to the test process's (e.g. `NOTIFY_SOCKET`, `WATCHDOG_USEC`).
+    public func start(_ arguments: [String], environment: [String: String] = [:]) throws -> RunningCDC {
+        let path = directory + "/\(arguments.first ?? "cdc")-\(UInt32.random(in: 0...UInt32.max)).stderr"
+        let pid = try Shell.spawn(Self.executable, arguments, environment: environment, stdout: "/dev/null", stderr: path)
         return RunningCDC(pid: pid, stderrPath: path)
+    }
+
+    /// Starts `cdc run --config cdc.toml --no-project ARGS...` in the background.
+    public func startRun(_ arguments: [String] = [], environment: [String: String] = [:]) throws -> RunningCDC {
+        try start(["run", "--config", configPath, "--no-project"] + arguments, environment: environment)
     }
 }

@@ -213,12 +213,6 @@ public final class WarehouseWorkspace: @unchecked Sendable {
     /// timestamp): what the log and the warehouse must say about it.
     public func commit(of change: Change) -> Commit { change.commit }
 
-    /// "X/Y" as a 64-bit position.
-    public static func lsn(_ text: String) -> UInt64 {
-        let halves = text.split(separator: "/")
-        guard halves.count == 2, let high = UInt64(halves[0], radix: 16), let low = UInt64(halves[1], radix: 16) else { return 0 }
-        return high << 32 | low
-    }
 
     // MARK: Whole-warehouse comparison
 
