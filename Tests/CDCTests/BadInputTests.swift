@@ -5,10 +5,6 @@ import TestSupport
 /// Wrong sources, wrong credentials, broken configuration: cdc refuses with one `cdc: error:` line
 /// naming the problem, exits non-zero, and writes nothing.
 @Suite(.timeLimit(.minutes(5))) struct BadInputTests {
-    static func facility(_ id: String) -> String {
-        "INSERT INTO facilities VALUES ('\(id)', 'Facility \(id)', 'Boston', 'MA', 'US', 'Academic', 100)"
-    }
-
     static func logExists(_ ws: CDCWorkspace) -> Bool {
         FileManager.default.fileExists(atPath: ws.logPath)
     }
@@ -40,9 +36,9 @@ import TestSupport
     @Test func runAgainstAnUnreachableSourceFailsAndLeavesTheLogAlone() throws {
         let ws = try CDCWorkspace("unreachrun")
         defer { ws.tearDown() }
-        try ws.sql(Self.facility("F1"))
+        try ws.sql(Fixture.facility("F1"))
         try ws.initialize()
-        try ws.sql(Self.facility("F2"))
+        try ws.sql(Fixture.facility("F2"))
         let before = try ws.exportLines()
         try ws.writeConfigFile(url: "host=127.0.0.1 port=1 dbname=\(ws.database) user=postgres connect_timeout=5")
         let result = try ws.runToCurrentLSN()
@@ -117,11 +113,11 @@ import TestSupport
     @Test func slotDroppedAfterInitStopsRunWithARecoveryHint() throws {
         let ws = try CDCWorkspace("slotgone")
         defer { ws.tearDown() }
-        try ws.sql(Self.facility("F1"))
+        try ws.sql(Fixture.facility("F1"))
         try ws.initialize()
-        try ws.sql(Self.facility("F2"))
+        try ws.sql(Fixture.facility("F2"))
         try ws.catchUp()
-        try ws.sql(Self.facility("F3"))
+        try ws.sql(Fixture.facility("F3"))
         let before = try ws.exportLines()
         try ws.sql("SELECT pg_drop_replication_slot('\(ws.slot)')")
 
@@ -141,9 +137,9 @@ import TestSupport
         defer { a.tearDown() }
         let b = try CDCWorkspace("sourceb")
         defer { b.tearDown() }
-        try a.sql(Self.facility("FA"))
+        try a.sql(Fixture.facility("FA"))
         try a.initialize()
-        try b.sql(Self.facility("FB"))
+        try b.sql(Fixture.facility("FB"))
         let before = try a.exportLines()
 
         // b's database, slot and publication, but a's log.
@@ -157,7 +153,7 @@ import TestSupport
         #expect(try !Self.publicationExists(b, b.slot), "no publication is created in b")
 
         // a's own source still works with it.
-        try a.sql(Self.facility("FA2"))
+        try a.sql(Fixture.facility("FA2"))
         try a.catchUp()
         #expect(try a.rowEvents(table: "facilities").compactMap { row($0)?["facility_id"] as? String } == ["FA", "FA2"])
     }
@@ -227,9 +223,9 @@ import TestSupport
     func garbageEndposIsRefused(_ endpos: String) throws {
         let ws = try CDCWorkspace("endpos")
         defer { ws.tearDown() }
-        try ws.sql(Self.facility("F1"))
+        try ws.sql(Fixture.facility("F1"))
         try ws.initialize()
-        try ws.sql(Self.facility("F2"))
+        try ws.sql(Fixture.facility("F2"))
         let before = try ws.exportLines()
         let result = try ws.cdc(["run", "--config", ws.configPath, "--no-project", "--endpos", endpos])
         expectOneLineError(result, naming: ["--endpos"])
@@ -252,11 +248,11 @@ import TestSupport
             ? "postgresql://\(role):\(secret)@127.0.0.1:\(ws.server.port)/\(ws.database)"
             : "host=127.0.0.1 port=\(ws.server.port) dbname=\(ws.database) user=\(role) password=\(secret)"
         try ws.writeConfigFile(url: url)
-        try ws.sql(Self.facility("F1"))
+        try ws.sql(Fixture.facility("F1"))
 
         let initResult = try ws.cdc(["init", "--config", ws.configPath, "--log-level", "trace"])
         #expect(initResult.status == 0, "init: \(initResult.stderr)")
-        try ws.sql(Self.facility("F2"))
+        try ws.sql(Fixture.facility("F2"))
         let runResult = try ws.runToCurrentLSN(["--log-level", "trace"])
         #expect(runResult.status == 0, "run: \(runResult.stderr)")
         #expect(try ws.rowEvents(table: "facilities").count == 2, "init and run really used the url")

@@ -7,7 +7,7 @@ import TestSupport
     @Test func snapshotThenStreamInCommitOrderWithoutRolledBackWork() throws {
         let ws = try CDCWorkspace("stream")
         defer { ws.tearDown() }
-        try ws.sql("INSERT INTO facilities VALUES ('F1', 'Mercy', 'Boston', 'MA', 'US', 'Academic', 300)")
+        try ws.sql(Fixture.facility("F1", "Mercy", type: "Academic"))
         try ws.initialize()
         try ws.sql("""
             BEGIN;

@@ -9,18 +9,14 @@ import Glibc
 /// `cdc init`: idempotence, warnings, the publication it creates, the snapshot's order, the checks it
 /// runs before creating anything, and an interrupted init.
 @Suite(.timeLimit(.minutes(10))) struct InitTests {
-    static func facility(_ id: String) -> String {
-        "INSERT INTO facilities VALUES ('\(id)', 'Facility \(id)', 'Boston', 'MA', 'US', 'Academic', 100)"
-    }
-
     @Test func reRunningInitOnAnInitialisedLogAddsNothing() throws {
         let ws = try CDCWorkspace("reinit")
         defer { ws.tearDown() }
-        try ws.sql(Self.facility("F1"))
+        try ws.sql(Fixture.facility("F1"))
         let first = try ws.cdc(["init", "--config", ws.configPath])
         #expect(first.status == 0, "first init: \(first.stderr)")
         #expect(first.stdout.contains("initialised:") && !first.stdout.contains("already"))
-        try ws.sql(Self.facility("F2"))
+        try ws.sql(Fixture.facility("F2"))
         try ws.catchUp()
         let before = try ws.exportLines()
         #expect(before.count == 9, "7 relation records, the snapshot row and the streamed insert")
@@ -32,7 +28,7 @@ import Glibc
         #expect(try ws.sql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '\(ws.slot)'")[0][0] == "1")
 
         // The stream continues where it was: the next change arrives once, nothing is copied again.
-        try ws.sql(Self.facility("F3"))
+        try ws.sql(Fixture.facility("F3"))
         try ws.catchUp()
         let after = try ws.export()
         expectExportInvariants(after)
@@ -69,14 +65,14 @@ import Glibc
     @Test func tablesListCreatesAPublicationOfOnlyThoseTables() throws {
         let ws = try CDCWorkspace("tables", extraSource: #"tables = ["public.facilities", "public.surgeons"]"#)
         defer { ws.tearDown() }
-        try ws.sql(Self.facility("F1"))
+        try ws.sql(Fixture.facility("F1"))
         try ws.sql("INSERT INTO surgical_robots (robot_id, robot_serial_number, robot_model, facility_id) VALUES ('R1', 'SN1', 'da Vinci Xi', 'F1')")
         try ws.initialize()
         let published = try ws.sql("SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = '\(ws.slot)' ORDER BY 1")
         #expect(published.map { $0[0] } == ["public.facilities", "public.surgeons"])
         #expect(try ws.sql("SELECT puballtables FROM pg_publication WHERE pubname = '\(ws.slot)'") == [["f"]])
 
-        try ws.sql(Self.facility("F2"))
+        try ws.sql(Fixture.facility("F2"))
         try ws.sql("INSERT INTO surgeons VALUES ('S1', 'Dr A', 'Urology', 3, 'Basic')")
         try ws.sql("INSERT INTO surgical_robots (robot_id, robot_serial_number, robot_model, facility_id) VALUES ('R2', 'SN2', 'Hugo RAS', 'F2')")
         try ws.sql("UPDATE surgical_robots SET status = 'active'")
@@ -147,7 +143,7 @@ import Glibc
         defer { server.destroy() }
         let ws = try CDCWorkspace("fullslots", server: server)
         defer { ws.tearDown() }
-        try ws.sql(Self.facility("F1"))
+        try ws.sql(Fixture.facility("F1"))
 
         // Both slots taken (by physical slots of other clients).
         try server.execute("SELECT pg_create_physical_replication_slot('standby_a'), pg_create_physical_replication_slot('standby_b')")
@@ -239,11 +235,11 @@ import Glibc
     @Test func initIsRefusedWhileRunHoldsTheLog() throws {
         let ws = try CDCWorkspace("initlock")
         defer { ws.tearDown() }
-        try ws.sql(Self.facility("F1"))
+        try ws.sql(Fixture.facility("F1"))
         try ws.initialize()
         let run = try ws.startRun()
         #expect(run.waitForLog("streaming"), "\(run.stderr)")
-        try ws.sql(Self.facility("F2"))
+        try ws.sql(Fixture.facility("F2"))
         try poll(what: "cdc run captured F2") { (try? ws.lastVisibleSeq()) == 9 }
         let before = try ws.exportLines()
 
@@ -252,7 +248,7 @@ import Glibc
         #expect(try ws.exportLines() == before, "the log is unchanged")
         #expect(try ws.slotNames() == [ws.slot])
         #expect(run.isRunning, "cdc run goes on")
-        try ws.sql(Self.facility("F3"))
+        try ws.sql(Fixture.facility("F3"))
         try poll(what: "cdc run still captures") { (try? ws.lastVisibleSeq()) == 10 }
         run.send(SIGTERM)
         #expect(run.wait().status == 0, "\(run.stderr)")
@@ -266,7 +262,7 @@ import Glibc
         let ws = try WarehouseWorkspace("dwinside")
         defer { ws.tearDown() }
         let source = ws.source
-        try ws.sql(Self.facility("F1"))
+        try ws.sql(Fixture.facility("F1"))
         if existing { try ws.sql("CREATE PUBLICATION \(source.slot) FOR ALL TABLES") }
         // The same database, spelled differently (a URI rather than the source's key=value string).
         let url = "postgresql://postgres@127.0.0.1:\(ws.server.port)/\(source.database)?passfile=\(ws.server.directory)/pgpass"

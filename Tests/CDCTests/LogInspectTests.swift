@@ -445,7 +445,7 @@ struct InspectLog: Sendable {
     @Test func tailFollowPrintsNewEventsAndStopsOnSignals() throws {
         let ws = try CDCWorkspace("inspectf")
         defer { ws.tearDown() }
-        try ws.sql("INSERT INTO facilities VALUES ('F1', 'Mercy', 'Boston', 'MA', 'US', 'Academic', 300)")
+        try ws.sql(Fixture.facility("F1", "Mercy", type: "Academic"))
         try ws.initialize()
         let before = try ws.exportLines()
 

@@ -39,7 +39,7 @@ import Glibc
         defer { server.destroy() }
         let ws = try CDCWorkspace("backoff", server: server)
         defer { ws.tearDown() }
-        try ws.sql(InitTests.facility("F1"))
+        try ws.sql(Fixture.facility("F1"))
         try ws.initialize()
         let run = try ws.startRun()
         defer { run.killIfRunning() }
@@ -61,7 +61,7 @@ import Glibc
         // The server comes back: streaming resumes and captures what is committed then.
         try Self.sandbox("start", server)
         #expect(run.waitForLog("streaming", count: 2, timeout: 60), "\(run.stderr)")
-        try ws.sql(InitTests.facility("F2"))
+        try ws.sql(Fixture.facility("F2"))
         try poll(what: "F2 captured after the outage") { (try? ws.lastVisibleSeq()) == 9 }
 
         // After a success the backoff starts over: a new outage waits 0.5 s first again.

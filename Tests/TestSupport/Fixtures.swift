@@ -6,6 +6,11 @@ public enum Fixture {
         "INSERT INTO facilities VALUES ('\(id)', '\(name)', '\(city)', '\(state)', 'US', '\(type)', \(beds))"
     }
 
+    /// A facility named "Facility ID" with 100 beds, for tests that only need some row.
+    public static func facility(_ id: String) -> String {
+        facility(id, "Facility \(id)", type: "Academic", beds: 100)
+    }
+
     public static func surgeon(_ id: String, _ name: String, specialization: String = "Urology", years: Int = 12,
                                level: String = "Expert") -> String {
         "INSERT INTO surgeons VALUES ('\(id)', '\(name)', '\(specialization)', \(years), '\(level)')"
