@@ -97,10 +97,15 @@ let package = Package(
             dependencies: ["PGClient"],
             path: "Tests/TestSupport"
         ),
-        // Pure unit tests: no PostgreSQL, no cdc binary; `swift test --filter EventLogTests` runs in seconds.
+        // Pure unit tests: no PostgreSQL, no cdc binary; `swift test --filter EventLogTests` (or
+        // CaptureTests, ProjectionTests) runs in seconds.
         .testTarget(
             name: "EventLogTests",
             dependencies: ["EventLog", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]
+        ),
+        .testTarget(
+            name: "CaptureTests",
+            dependencies: ["Capture", "EventLog"]
         ),
         // Integration tests against real PostgreSQL clusters and the real `cdc` binary.
         .testTarget(
