@@ -107,6 +107,10 @@ let package = Package(
             name: "CaptureTests",
             dependencies: ["Capture", "EventLog"]
         ),
+        .testTarget(
+            name: "ProjectionTests",
+            dependencies: ["Projection", "EventLog", .product(name: "Crypto", package: "swift-crypto")]
+        ),
         // Integration tests against real PostgreSQL clusters and the real `cdc` binary.
         .testTarget(
             name: "CDCTests",
