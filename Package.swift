@@ -97,6 +97,21 @@ let package = Package(
             dependencies: ["PGClient"],
             path: "Tests/TestSupport"
         ),
+        // Pure unit tests: no PostgreSQL, no cdc binary; `swift test --filter EventLogTests` (or
+        // CaptureTests, ProjectionTests) runs in seconds.
+        .testTarget(
+            name: "EventLogTests",
+            dependencies: ["EventLog", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]
+        ),
+        .testTarget(
+            name: "CaptureTests",
+            dependencies: ["Capture", "EventLog"]
+        ),
+        .testTarget(
+            name: "ProjectionTests",
+            dependencies: ["Projection", "EventLog", .product(name: "Crypto", package: "swift-crypto")]
+        ),
+        // Integration tests against real PostgreSQL clusters and the real `cdc` binary.
         .testTarget(
             name: "CDCTests",
             dependencies: ["TestSupport", "PGClient", "EventLog", "Capture", "CDCService", "Projection"]
