@@ -103,6 +103,9 @@ import Glibc
         try Self.expectSameWarehouse(ws, "dw", "continued")
     }
 
+    /// Two swaps while `cdc run` projects: one in the middle of the traffic (the rebuilt warehouse is
+    /// about where the live one is), and one of a warehouse replayed only up to an earlier LSN, so that
+    /// the live projector must go back to that checkpoint and project the rest again.
     @Test func swapWhileCdcRunProjectsHandsTheLiveProjectorTheRebuiltSchema() throws {
         let ws = try ProjectionOperationsTests.seeded("rc_swaplive")
         defer { ws.tearDown() }
@@ -111,27 +114,41 @@ import Glibc
         let live = try ws.startRun()
         defer { if live.isRunning { live.send(SIGKILL); live.wait() } }
         #expect(live.waitForLog("projecting"), "\(live.stderr)")
+        /// Changes after a swap, each projected by the live run with its checkpoint at the head: first a
+        /// type-1 update alone (it fails on no constraint of the warehouse whatever the projector's
+        /// position), then changes of every kind.
+        func expectCaughtUp(round: Int, sourceLocation: SourceLocation = #_sourceLocation) throws {
+            for (years, changes) in [(700 + 2 * round, false), (701 + 2 * round, true)] {
+                if changes { try ProjectionOperationsTests.historyMakingChanges(ws, round: round) }
+                try ws.change("UPDATE surgeons SET years_experience = \(years) WHERE surgeon_id = 'SRG-0001'")
+                #expect(try eventually(timeout: 120) {
+                    try ws.count("dim_surgeons", where: "surgeon_id = 'SRG-0001' AND is_current AND years_experience = \(years)") == 1
+                        && (try checkpoint("dw")) == (try Self.head(ws))
+                }, "the live projector caught up in the swapped-in schema: \(live.stderr)", sourceLocation: sourceLocation)
+            }
+            #expect(live.isRunning, "cdc run went on through the swap: \(live.stderr)", sourceLocation: sourceLocation)
+        }
+
         let load = try ws.startWorkload(["--duration", "10", "--rate", "100", "--clients", "2"])
         let snapshot = try Self.head(ws)
         #expect(try eventually(timeout: 60) { try checkpoint("dw") > snapshot }, "the live projector applies the workload: \(live.stderr)")
+        let early = try ws.server.currentLSN()
+        #expect(try eventually(timeout: 60) { try checkpoint("dw") > snapshot + 500 }, "\(live.stderr)")
         let liveOID = try #require(try oid("dw"))
-
         let swap = try ws.replayResult(schema: "dw_next", ["--swap"])
         try #require(swap.status == 0, "\(swap.stderr)")
         #expect(swap.stdout.contains("swapped: dw is the rebuilt warehouse, dw_next the previous one"), "\(swap.stdout)")
         #expect(try oid("dw_next") == liveOID && (try oid("dw")) != liveOID, "the names were exchanged")
         let previous = try checkpoint("dw_next")
-
         #expect(Shell.wait(load) == 0, "tools/workload failed: \((try? String(contentsOfFile: ws.directory + "/workload.err", encoding: .utf8)) ?? "")")
-        try ProjectionOperationsTests.historyMakingChanges(ws, round: 1)
-        try ws.change("UPDATE surgeons SET years_experience = 777 WHERE surgeon_id = 'SRG-0001'")
-        // The last change projected by the live run, and the checkpoint at the log's head.
-        #expect(try eventually(timeout: 120) {
-            try ws.count("dim_surgeons", where: "surgeon_id = 'SRG-0001' AND is_current AND years_experience = 777") == 1
-                && (try checkpoint("dw")) == (try Self.head(ws))
-        }, "the live projector caught up in the swapped-in schema: \(live.stderr)")
-        #expect(live.isRunning, "cdc run went on through the swap: \(live.stderr)")
+        try expectCaughtUp(round: 1)
         #expect(try checkpoint("dw_next") == previous, "the previous warehouse was left alone after the swap")
+
+        let past = try ws.replayResult(schema: "dw_past", ["--until-lsn", early, "--swap"])
+        try #require(past.status == 0, "\(past.stderr)")
+        let back = try #require(Self.summary(past)?.checkpoint)
+        try #require(back < (try checkpoint("dw_past")), "the swapped-in warehouse is behind the live one: \(back)")
+        try expectCaughtUp(round: 2)
         live.send(SIGTERM)
         #expect(live.wait().status == 0, "\(live.stderr)")
 
