@@ -65,7 +65,8 @@ extension EventLog {
     /// dense sequence numbers, each record matching its leaf hash, decodable records, non-decreasing
     /// commit LSNs, whole transactions (one LSN and xid each, the head at a transaction's end), row
     /// records pointing at an earlier relation record, every stored Merkle root and the stored frontier
-    /// equal to the recomputed ones, and, with `digest`, the root at the digest's seq equal to it.
+    /// equal to the recomputed ones, no root stored past the head, the resume position past the last
+    /// commit, and, with `digest`, the root at the digest's seq equal to it.
     /// Throws ``VerificationFailure`` naming the first bad record.
     public func verify(from: UInt64 = 1, to: UInt64? = nil, digest: LogDigest? = nil) throws -> VerificationReport {
         let (position, storedFrontier) = try environment.withTransaction(readOnly: true) { txn in
@@ -81,9 +82,12 @@ extension EventLog {
             guard first == 1 else { throw VerificationFailure(seq: first, reason: "--digest needs a verification from seq 1") }
         }
         var storedRoots: [UInt64: Hash] = [:]
+        var lastRoot: UInt64 = 0
         try environment.withTransaction(readOnly: true) { txn in
             try txn.scan(roots, from: nil) { key, value in
-                if let seq = readU64(key), seq <= last { storedRoots[seq] = Array(value) }
+                guard let seq = readU64(key) else { return true }
+                if seq <= last { storedRoots[seq] = Array(value) }
+                lastRoot = max(lastRoot, seq)
                 return true
             }
         }
@@ -169,6 +173,20 @@ extension EventLog {
             }
             guard frontier == storedFrontier else {
                 throw fail(head, "the stored Merkle frontier does not match the records")
+            }
+            // Roots are stored only at heads, and the head never moves back.
+            guard lastRoot <= head else {
+                throw fail(head, "a Merkle root is stored for seq \(lastRoot), past the head: records after the head were removed")
+            }
+            // Exactly once: the last transaction's commit LSN is below the resume position (the snapshot's
+            // consistent point is the resume position itself), and last_commit_lsn lies between them.
+            let top = previous!
+            let snapshot = top.xid == nil && (top.op == .snapshot || top.op == .relation)
+            guard position.resumeLSN > top.lsn || (snapshot && position.resumeLSN == top.lsn) else {
+                throw fail(head, "meta resume_lsn \(position.resumeLSN) is not past the last transaction's commit LSN \(top.lsn): a restart would capture it again")
+            }
+            guard position.lastCommitLSN >= top.lsn, position.lastCommitLSN <= position.resumeLSN else {
+                throw fail(head, "meta last_commit_lsn \(position.lastCommitLSN) does not match the records: the last transaction commits at \(top.lsn), the stream resumes at \(position.resumeLSN)")
             }
         }
         if let digest, digest.seq == 0 { report.digestChecked = digest.root == hex(MerkleFrontier().root) }

@@ -36,12 +36,20 @@ struct LogHistory: AsyncParsableCommand {
             let format = try output.resolve()
             guard !key.isEmpty else { throw InspectError("give the row's key value(s) after the table name") }
             let log = try EventLog.openForReading(path: try location.path())
-            let index = try HistoryIndex.open(log: log)
-            if let index, !index.readOnly { try index.catchUpToHead() }
+            var index = try HistoryIndex.open(log: log)
+            if let writable = index, !writable.readOnly { try writable.catchUpToHead() }
+            // A read-only index that does not match the log (another log's, or one left from before the
+            // log was restored) cannot be rebuilt here: every record is read instead.
+            var mismatched = false
+            if let readOnly = index, readOnly.readOnly, try !readOnly.matchesLog() {
+                index = nil
+                mismatched = true
+            }
             let history = try log.history(table: table, key: key, index: index)
             if explain {
                 let source = history.indexedThrough.map { "\(history.fromIndex) from the history index (records 1...\($0))" }
-                    ?? "no history index (read-only log directory without one)"
+                    ?? (mismatched ? "the history index does not match this log and cannot be rebuilt (read-only log directory): not used"
+                                   : "no history index (read-only log directory without one)")
                 warnLine("history: \(history.events.count) events; \(source), \(history.scanned) records read after it")
             }
             var printer = try EventPrinter(log: log, format: format)

@@ -82,7 +82,7 @@ struct Replay: AsyncParsableCommand {
                 let (records, changes) = try projector.run(until: bound) { position in
                     progress.update(position, elapsed: began.duration(to: clock.now))
                 }
-                progress.finish()
+                progress.finish(projector.position, elapsed: began.duration(to: clock.now))
                 try WarehouseSchema.restoreIndexes(admin, schema: schema, mapping: mapping)
                 let seconds = max(Self.seconds(began.duration(to: clock.now)), 0.001)
                 var line = "replayed \(records) log records (\(changes) row changes) into schema \(schema)"
@@ -134,18 +134,23 @@ struct Progress {
     let start: UInt64
     let interactive: Bool
     var lastDraw = -1.0
+    /// The position the bar shows.
+    var drawn: UInt64
 
     init(total: UInt64, start: UInt64, interactive: Bool) {
         self.total = total
         self.start = start
         self.interactive = interactive
+        drawn = start
     }
 
-    mutating func update(_ position: UInt64, elapsed: Duration) {
+    /// Redraws the bar at `position`, at most every 0.2 s unless `force`.
+    mutating func update(_ position: UInt64, elapsed: Duration, force: Bool = false) {
         guard interactive else { return }
         let seconds = Replay.seconds(elapsed)
-        guard seconds - lastDraw >= 0.2 else { return }
+        guard force || seconds - lastDraw >= 0.2 else { return }
         lastDraw = seconds
+        drawn = position
         let done = position - start, all = max(total - start, 1)
         let fraction = min(Double(done) / Double(all), 1)
         let rate = seconds > 0 ? Double(done) / seconds : 0
@@ -158,7 +163,10 @@ struct Progress {
         FileHandle.standardError.write(Data(line.utf8))
     }
 
-    func finish() {
-        if interactive, lastDraw >= 0 { FileHandle.standardError.write(Data("\n".utf8)) }
+    /// Draws the final position (the last batches may have come too fast to be drawn) and ends the line.
+    mutating func finish(_ position: UInt64, elapsed: Duration) {
+        guard interactive else { return }
+        if position != drawn { update(position, elapsed: elapsed, force: true) }
+        if lastDraw >= 0 { FileHandle.standardError.write(Data("\n".utf8)) }
     }
 }

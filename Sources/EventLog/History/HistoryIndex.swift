@@ -85,13 +85,9 @@ public final class HistoryIndex: @unchecked Sendable {
             do {
                 return try environment.withTransaction(readOnly: false) { txn -> Int in
                     var through = try txn.get(meta, key: Self.throughKey).flatMap(readU64) ?? 0
-                    if through > 0 {
-                        let stored = try txn.get(meta, key: Self.leafKey).map { Array($0) }
-                        let actual = through > head ? nil : try log.leaf(through)
-                        if stored == nil || stored != actual {
-                            try txn.empty(entries)
-                            through = 0
-                        }
+                    if try !matches(txn, through: through, head: head) {
+                        try txn.empty(entries)
+                        through = 0
                     }
                     guard through < head else {
                         if through == 0 { try txn.put(meta, key: Self.throughKey, value: keyBytes(UInt64(0))) }
@@ -131,6 +127,22 @@ public final class HistoryIndex: @unchecked Sendable {
                 try environment.setMapSize(environment.mapSize * 2)
             }
         }
+    }
+
+    /// Whether the index belongs to the log as it is now: the last record it indexed is in the log, with
+    /// the Merkle leaf the index recorded for it. An index of another log, or of one since restored from
+    /// an older copy or rewritten, does not; it must not be used (``catchUp(limit:)`` rebuilds it).
+    public func matchesLog() throws -> Bool {
+        let head = try log.position().head
+        return try environment.withTransaction(readOnly: true) { txn in
+            try matches(txn, through: try txn.get(meta, key: Self.throughKey).flatMap(readU64) ?? 0, head: head)
+        }
+    }
+
+    private func matches(_ txn: LMDBTransaction, through: UInt64, head: UInt64) throws -> Bool {
+        guard through > 0 else { return true }
+        guard through <= head, let stored = try txn.get(meta, key: Self.leafKey).map({ Array($0) }) else { return false }
+        return try log.leaf(through) == stored
     }
 
     /// Brings the index to the log's head (as it was when called).

@@ -1,0 +1,208 @@
+import EventLog
+import Foundation
+import Testing
+import TestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What README.md says about `cdc replay` beyond "it equals the live warehouse": the indexes it defers
+/// are all built, a schema holding a replay is continued from its checkpoint (not rebuilt), `--swap`
+/// while `cdc run` projects hands the live projector the rebuilt schema, and the progress bar is drawn on
+/// a terminal only.
+@Suite(.timeLimit(.minutes(10))) struct ReplayClaimsTests {
+    /// Every index of warehouse schema `name` (table, index name, whether it is valid, its definition
+    /// with the schema's name taken out), sorted.
+    static func indexes(_ ws: WarehouseWorkspace, _ name: String) throws -> [String] {
+        try ws.dw("""
+            SELECT t.relname || ' ' || i.relname || ' valid=' || x.indisvalid || ': '
+                   || replace(pg_get_indexdef(x.indexrelid), ' ON \(name).', ' ON SCHEMA.')
+            FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid
+            JOIN pg_namespace n ON n.oid = t.relnamespace
+            WHERE n.nspname = '\(name)' ORDER BY 1
+            """).map { $0[0] ?? "" }
+    }
+
+    /// Schemas `a` and `b` have the same rows (``WarehouseWorkspace/dump(schema:)``) and the same indexes.
+    static func expectSameWarehouse(_ ws: WarehouseWorkspace, _ a: String, _ b: String,
+                                    sourceLocation: SourceLocation = #_sourceLocation) throws {
+        try ProjectionOperationsTests.expectIdentical(ws, a, b, sourceLocation: sourceLocation)
+        let (indexesA, indexesB) = (try indexes(ws, a), try indexes(ws, b))
+        #expect(indexesA == indexesB, "indexes only in \(a): \(indexesA.filter { !indexesB.contains($0) }); only in \(b): \(indexesB.filter { !indexesA.contains($0) })",
+                sourceLocation: sourceLocation)
+    }
+
+    /// The `checkpoint at record N` and `replayed N log records` of replay's summary line.
+    static func summary(_ result: Shell.Result) -> (records: Int, checkpoint: Int)? {
+        guard let match = result.stdout.firstMatch(of: #/replayed (\d+) log records .* checkpoint at record (\d+)/#) else { return nil }
+        return (Int(match.1)!, Int(match.2)!)
+    }
+
+    /// The head of the workspace's log.
+    static func head(_ ws: WarehouseWorkspace) throws -> Int {
+        Int(try EventLog.openForReading(path: ws.source.logPath).position().head)
+    }
+
+    @Test func aReplayBuildsEveryIndexTheMappingsDDLDeclares() throws {
+        let ws = try ProjectionOperationsTests.seeded("rc_indexes")
+        defer { ws.tearDown() }
+        try ws.workload(["--transactions", "200", "--clients", "2"])
+        let then = try ws.run()
+        try ws.workload(["--transactions", "100", "--clients", "2"])
+        try ws.run()
+        // The live schema was created by `cdc init` with the mapping's DDL: its indexes are the reference.
+        let declared = try Self.indexes(ws, "dw")
+        let secondary = try ws.dwValue("""
+            SELECT count(*) FROM pg_index x JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace
+            WHERE n.nspname = 'dw' AND NOT x.indisunique AND NOT x.indisprimary
+            """)
+        try #require(Int(secondary ?? "") ?? 0 >= 5, "the DDL declares secondary indexes (those a replay defers): \(declared)")
+
+        try ws.replay(schema: "rebuilt")
+        try Self.expectSameWarehouse(ws, "dw", "rebuilt")
+        try ws.replay(schema: "earlier", ["--until-lsn", then])
+        #expect(try Self.indexes(ws, "earlier") == declared, "a replay that stops early builds them too")
+    }
+
+    @Test func aReplayContinuesFromItsCheckpointInsteadOfRebuilding() throws {
+        let ws = try ProjectionOperationsTests.seeded("rc_continue")
+        defer { ws.tearDown() }
+        try ws.workload(["--transactions", "200", "--clients", "2"])
+        let then = try ws.run()
+        try ProjectionOperationsTests.historyMakingChanges(ws, round: 1)
+        try ws.workload(["--transactions", "200", "--clients", "2"])
+        try ws.run()
+        let head = try Self.head(ws)
+
+        let first = try ws.replayResult(schema: "continued", ["--until-lsn", then])
+        try #require(first.status == 0, "\(first.stderr)")
+        let stop = try #require(Self.summary(first)?.checkpoint)
+        try #require(stop < head && Self.summary(first)?.records == stop, "\(first.stdout)")
+        // Each row as written by the first replay, with the transaction that wrote it (xmin).
+        func rows() throws -> Set<String> {
+            var rows = Set<String>()
+            for table in ["dim_date", "dim_facilities", "dim_surgeons", "dim_robots", "fact_procedures", "fact_procedure_telemetry"] {
+                for row in try ws.dw("SELECT xmin::text || ' ' || t::text FROM continued.\(table) t") { rows.insert(table + " " + (row[0] ?? "")) }
+            }
+            return rows
+        }
+        let written = try rows()
+
+        let second = try ws.replayResult(schema: "continued")
+        try #require(second.status == 0, "\(second.stderr)")
+        #expect(second.stdout.contains("(continued from record \(stop))"), "\(second.stdout)")
+        #expect(Self.summary(second)?.records == head - stop && Self.summary(second)?.checkpoint == head,
+                "only the records after the checkpoint are replayed: \(second.stdout)")
+        let kept = written.intersection(try rows())
+        #expect(kept.filter { $0.hasPrefix("dim_date ") }.count == (try ws.count("dim_date")), "the calendar is the one written before, row for row")
+        #expect(kept.filter { $0.hasPrefix("fact_procedure_telemetry ") }.count > 1000,
+                "rows no later record changed are the rows the first replay wrote (same xmin): \(kept.count) kept")
+
+        try ws.replay(schema: "single")
+        try Self.expectSameWarehouse(ws, "continued", "single")
+        try Self.expectSameWarehouse(ws, "dw", "continued")
+    }
+
+    /// Two swaps while `cdc run` projects: one in the middle of the traffic (the rebuilt warehouse is
+    /// about where the live one is), and one of a warehouse replayed only up to an earlier LSN, so that
+    /// the live projector must go back to that checkpoint and project the rest again.
+    @Test func swapWhileCdcRunProjectsHandsTheLiveProjectorTheRebuiltSchema() throws {
+        let ws = try ProjectionOperationsTests.seeded("rc_swaplive")
+        defer { ws.tearDown() }
+        func checkpoint(_ schema: String) throws -> Int { Int(try ws.checkpoint(schema: schema).first?["last_seq"] ?? "") ?? -1 }
+        func oid(_ schema: String) throws -> String? { try ws.dwValue("SELECT oid::text FROM pg_namespace WHERE nspname = '\(schema)'") }
+        let live = try ws.startRun()
+        defer { if live.isRunning { live.send(SIGKILL); live.wait() } }
+        #expect(live.waitForLog("projecting"), "\(live.stderr)")
+        /// Changes after a swap, each projected by the live run with its checkpoint at the head: first a
+        /// type-1 update alone (it fails on no constraint of the warehouse whatever the projector's
+        /// position), then changes of every kind.
+        func expectCaughtUp(round: Int, sourceLocation: SourceLocation = #_sourceLocation) throws {
+            for (years, changes) in [(700 + 2 * round, false), (701 + 2 * round, true)] {
+                if changes { try ProjectionOperationsTests.historyMakingChanges(ws, round: round) }
+                try ws.change("UPDATE surgeons SET years_experience = \(years) WHERE surgeon_id = 'SRG-0001'")
+                #expect(try eventually(timeout: 120) {
+                    try ws.count("dim_surgeons", where: "surgeon_id = 'SRG-0001' AND is_current AND years_experience = \(years)") == 1
+                        && (try checkpoint("dw")) == (try Self.head(ws))
+                }, "the live projector caught up in the swapped-in schema: \(live.stderr)", sourceLocation: sourceLocation)
+            }
+            #expect(live.isRunning, "cdc run went on through the swap: \(live.stderr)", sourceLocation: sourceLocation)
+        }
+
+        let load = try ws.startWorkload(["--duration", "10", "--rate", "100", "--clients", "2"])
+        let snapshot = try Self.head(ws)
+        #expect(try eventually(timeout: 60) { try checkpoint("dw") > snapshot }, "the live projector applies the workload: \(live.stderr)")
+        let early = try ws.server.currentLSN()
+        #expect(try eventually(timeout: 60) { try checkpoint("dw") > snapshot + 500 }, "\(live.stderr)")
+        let liveOID = try #require(try oid("dw"))
+        let swap = try ws.replayResult(schema: "dw_next", ["--swap"])
+        try #require(swap.status == 0, "\(swap.stderr)")
+        #expect(swap.stdout.contains("swapped: dw is the rebuilt warehouse, dw_next the previous one"), "\(swap.stdout)")
+        #expect(try oid("dw_next") == liveOID && (try oid("dw")) != liveOID, "the names were exchanged")
+        let previous = try checkpoint("dw_next")
+        #expect(Shell.wait(load) == 0, "tools/workload failed: \((try? String(contentsOfFile: ws.directory + "/workload.err", encoding: .utf8)) ?? "")")
+        try expectCaughtUp(round: 1)
+        #expect(try checkpoint("dw_next") == previous, "the previous warehouse was left alone after the swap")
+
+        let past = try ws.replayResult(schema: "dw_past", ["--until-lsn", early, "--swap"])
+        try #require(past.status == 0, "\(past.stderr)")
+        let back = try #require(Self.summary(past)?.checkpoint)
+        try #require(back < (try checkpoint("dw_past")), "the swapped-in warehouse is behind the live one: \(back)")
+        try expectCaughtUp(round: 2)
+        live.send(SIGTERM)
+        #expect(live.wait().status == 0, "\(live.stderr)")
+
+        try ws.replay(schema: "fresh")
+        try Self.expectSameWarehouse(ws, "dw", "fresh")
+        #expect(try ws.count("fact_procedures") == Int(try ws.sql("SELECT count(*) FROM surgical_procedures")[0][0] ?? ""))
+    }
+
+    @Test func theProgressBarIsDrawnOnATerminalOnly() throws {
+        let ws = try ProjectionOperationsTests.seeded("rc_progress")
+        defer { ws.tearDown() }
+        // Two replay batches (a batch is whole transactions, 50,000 records or more): the snapshot and
+        // transactions of 10,000 telemetry samples past 50,000 records, then a last one of one record.
+        let snapshot = try Self.head(ws)
+        let transactions = Int((50_000 - Double(snapshot)) / 10_000 + 1)
+        try ws.sql("""
+            DO $$ BEGIN FOR i IN 1..\(transactions) LOOP
+              INSERT INTO procedure_telemetry (procedure_id, sample_timestamp, system_temperature, video_fps)
+              SELECT procedure_id, start_time + g * interval '1 second', 38.5, 60
+              FROM (SELECT procedure_id, start_time FROM surgical_procedures ORDER BY procedure_id LIMIT 2000) p, generate_series(1, 5) g;
+              COMMIT;
+            END LOOP; END $$
+            """)
+        try ws.sql("UPDATE surgeons SET years_experience = years_experience + 1 WHERE surgeon_id = 'SRG-0001'")
+        try ws.source.catchUp()
+        let head = try Self.head(ws)
+        try #require(head == snapshot + transactions * 10_000 + 1 && head - 1 >= 50_000, "snapshot \(snapshot), head \(head)")
+
+        let terminal = try Terminal.run(CDCWorkspace.executable, ["replay", "--config", ws.configPath, "--schema", "on_tty"])
+        #expect(terminal.status == 0, "\(terminal.output)")
+        let bars = terminal.output.matches(of: #/\r\[([#.]{30})\] +(\d+)%  (\d+)/(\d+) records  (\d+)/s  ETA (\d+):(\d\d)/#)
+        #expect(!bars.isEmpty, "a progress bar (records, records/s, ETA) on the terminal: \(terminal.output.debugDescription)")
+        if let last = bars.last {
+            #expect(last.1 == String(repeating: "#", count: 30) && last.2 == "100" && Int(last.3) == head && Int(last.4) == head,
+                    "the bar ends full, at \(head) of \(head) records: \(String(terminal.output[last.range]).debugDescription)")
+        }
+        #expect(terminal.output.contains("replayed \(head) log records"), "\(terminal.output.debugDescription)")
+
+        let piped = try ws.replayResult(schema: "off_tty")
+        #expect(piped.status == 0, "\(piped.stderr)")
+        #expect(!piped.stderr.contains("\r") && !piped.stderr.contains("records  ") && !piped.stdout.contains("\r"),
+                "no progress bar when stdout and stderr are files: \(piped.stderr.debugDescription)")
+        #expect(piped.stdout.hasPrefix("replayed \(head) log records"), "\(piped.stdout)")
+        try Self.expectSameWarehouse(ws, "on_tty", "off_tty")
+    }
+}
+
+/// Runs a program on a pseudo-terminal, as from an interactive shell.
+enum Terminal {
+    /// Runs `executable` with stdin, stdout and stderr on a new pseudo-terminal (util-linux `script`)
+    /// and returns its exit status and everything it wrote there (the terminal turns "\n" into "\r\n").
+    static func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+        let command = ([executable] + arguments).map { "'" + $0.replacingOccurrences(of: "'", with: #"'\''"#) + "'" }.joined(separator: " ")
+        let result = try Shell.run("/usr/bin/script", ["--quiet", "--flush", "--return", "--command", command, "/dev/null"])
+        return (result.status, result.stdout + result.stderr)
+    }
+}
