@@ -121,19 +121,20 @@ import Glibc
             for (years, changes) in [(700 + 2 * round, false), (701 + 2 * round, true)] {
                 if changes { try ProjectionOperationsTests.historyMakingChanges(ws, round: round) }
                 try ws.change("UPDATE surgeons SET years_experience = \(years) WHERE surgeon_id = 'SRG-0001'")
-                #expect(try eventually(timeout: 120) {
+                try poll(what: "the live projector caught up in the swapped-in schema: \(live.stderr)", timeout: 120,
+                         sourceLocation: sourceLocation) {
                     try ws.count("dim_surgeons", where: "surgeon_id = 'SRG-0001' AND is_current AND years_experience = \(years)") == 1
                         && (try checkpoint("dw")) == (try Self.head(ws))
-                }, "the live projector caught up in the swapped-in schema: \(live.stderr)", sourceLocation: sourceLocation)
+                }
             }
             #expect(live.isRunning, "cdc run went on through the swap: \(live.stderr)", sourceLocation: sourceLocation)
         }
 
         let load = try ws.startWorkload(["--duration", "10", "--rate", "100", "--clients", "2"])
         let snapshot = try Self.head(ws)
-        #expect(try eventually(timeout: 60) { try checkpoint("dw") > snapshot }, "the live projector applies the workload: \(live.stderr)")
+        try poll(what: "the live projector applies the workload: \(live.stderr)", timeout: 60) { try checkpoint("dw") > snapshot }
         let early = try ws.server.currentLSN()
-        #expect(try eventually(timeout: 60) { try checkpoint("dw") > snapshot + 500 }, "\(live.stderr)")
+        try poll(what: "the live projector 500 records past the snapshot: \(live.stderr)", timeout: 60) { try checkpoint("dw") > snapshot + 500 }
         let liveOID = try #require(try oid("dw"))
         let swap = try ws.replayResult(schema: "dw_next", ["--swap"])
         try #require(swap.status == 0, "\(swap.stderr)")
