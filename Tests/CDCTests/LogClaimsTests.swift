@@ -190,12 +190,8 @@ import Glibc
 
     /// `cdc log stats --format json`'s `open_readers` pids.
     static func readerPIDs(_ ws: CDCWorkspace) throws -> [Int32] {
-        let result = try ws.cdc(["log", "stats", "--log", ws.logPath, "--format", "json"])
-        guard result.status == 0 else { throw TestFailure("cdc log stats failed (\(result.status)): \(result.stderr)") }
-        guard let stats = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any],
-              let readers = stats["open_readers"] as? [[String: Any]] else {
-            throw TestFailure("no open_readers in \(result.stdout)")
-        }
+        let stats = try ws.stats()
+        guard let readers = stats["open_readers"] as? [[String: Any]] else { throw TestFailure("no open_readers in \(stats)") }
         return readers.compactMap { ($0["pid"] as? Int).map(Int32.init) }.sorted()
     }
 

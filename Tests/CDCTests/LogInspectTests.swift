@@ -348,8 +348,7 @@ struct InspectLog: Sendable {
         #expect(snapshot["rows"] as? Int == 3 && snapshot["lsn"] as? String == f.snapshotLSN)
         #expect(LSN(stats["resume_lsn"] as? String ?? "") ?? .zero > LSN(f.lsnC)!)
         let size = try #require(stats["size"] as? [String: Any])
-        let dataBytes = try FileManager.default.attributesOfItem(atPath: f.ws.logPath + "/data.mdb")[.size] as? Int
-        #expect(size["data_mdb_bytes"] as? Int == dataBytes)
+        #expect(size["data_mdb_bytes"] as? Int == f.ws.dataFileSize)
         #expect((size["bytes_per_event"] as? Double ?? 0) > 0)
         #expect((size["record_bytes_per_event"] as? Double ?? 0) > 0)
 

@@ -11,27 +11,6 @@ import Glibc
 /// while `cdc run` projects hands the live projector the rebuilt schema, and the progress bar is drawn on
 /// a terminal only.
 @Suite(.timeLimit(.minutes(10))) struct ReplayClaimsTests {
-    /// Every index of warehouse schema `name` (table, index name, whether it is valid, its definition
-    /// with the schema's name taken out), sorted.
-    static func indexes(_ ws: WarehouseWorkspace, _ name: String) throws -> [String] {
-        try ws.dw("""
-            SELECT t.relname || ' ' || i.relname || ' valid=' || x.indisvalid || ': '
-                   || replace(pg_get_indexdef(x.indexrelid), ' ON \(name).', ' ON SCHEMA.')
-            FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid
-            JOIN pg_namespace n ON n.oid = t.relnamespace
-            WHERE n.nspname = '\(name)' ORDER BY 1
-            """).map { $0[0] ?? "" }
-    }
-
-    /// Schemas `a` and `b` have the same rows (``WarehouseWorkspace/dump(schema:)``) and the same indexes.
-    static func expectSameWarehouse(_ ws: WarehouseWorkspace, _ a: String, _ b: String,
-                                    sourceLocation: SourceLocation = #_sourceLocation) throws {
-        try ProjectionOperationsTests.expectIdentical(ws, a, b, sourceLocation: sourceLocation)
-        let (indexesA, indexesB) = (try indexes(ws, a), try indexes(ws, b))
-        #expect(indexesA == indexesB, "indexes only in \(a): \(indexesA.filter { !indexesB.contains($0) }); only in \(b): \(indexesB.filter { !indexesA.contains($0) })",
-                sourceLocation: sourceLocation)
-    }
-
     /// The `checkpoint at record N` and `replayed N log records` of replay's summary line.
     static func summary(_ result: Shell.Result) -> (records: Int, checkpoint: Int)? {
         guard let match = result.stdout.firstMatch(of: #/replayed (\d+) log records .* checkpoint at record (\d+)/#) else { return nil }
@@ -51,7 +30,7 @@ import Glibc
         try ws.workload(["--transactions", "100", "--clients", "2"])
         try ws.run()
         // The live schema was created by `cdc init` with the mapping's DDL: its indexes are the reference.
-        let declared = try Self.indexes(ws, "dw")
+        let declared = try ws.dump(schema: "dw").indexes
         let secondary = try ws.dwValue("""
             SELECT count(*) FROM pg_index x JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace
             WHERE n.nspname = 'dw' AND NOT x.indisunique AND NOT x.indisprimary
@@ -59,9 +38,9 @@ import Glibc
         try #require(Int(secondary ?? "") ?? 0 >= 5, "the DDL declares secondary indexes (those a replay defers): \(declared)")
 
         try ws.replay(schema: "rebuilt")
-        try Self.expectSameWarehouse(ws, "dw", "rebuilt")
+        try ProjectionOperationsTests.expectIdentical(ws, "dw", "rebuilt")
         try ws.replay(schema: "earlier", ["--until-lsn", then])
-        #expect(try Self.indexes(ws, "earlier") == declared, "a replay that stops early builds them too")
+        #expect(try ws.dump(schema: "earlier").indexes == declared, "a replay that stops early builds them too")
     }
 
     @Test func aReplayContinuesFromItsCheckpointInsteadOfRebuilding() throws {
@@ -99,8 +78,8 @@ import Glibc
                 "rows no later record changed are the rows the first replay wrote (same xmin): \(kept.count) kept")
 
         try ws.replay(schema: "single")
-        try Self.expectSameWarehouse(ws, "continued", "single")
-        try Self.expectSameWarehouse(ws, "dw", "continued")
+        try ProjectionOperationsTests.expectIdentical(ws, "continued", "single")
+        try ProjectionOperationsTests.expectIdentical(ws, "dw", "continued")
     }
 
     /// Two swaps while `cdc run` projects: one in the middle of the traffic (the rebuilt warehouse is
@@ -154,7 +133,7 @@ import Glibc
         #expect(live.wait().status == 0, "\(live.stderr)")
 
         try ws.replay(schema: "fresh")
-        try Self.expectSameWarehouse(ws, "dw", "fresh")
+        try ProjectionOperationsTests.expectIdentical(ws, "dw", "fresh")
         #expect(try ws.count("fact_procedures") == Int(try ws.sql("SELECT count(*) FROM surgical_procedures")[0][0] ?? ""))
     }
 
@@ -193,7 +172,7 @@ import Glibc
         #expect(!piped.stderr.contains("\r") && !piped.stderr.contains("records  ") && !piped.stdout.contains("\r"),
                 "no progress bar when stdout and stderr are files: \(piped.stderr.debugDescription)")
         #expect(piped.stdout.hasPrefix("replayed \(head) log records"), "\(piped.stdout)")
-        try Self.expectSameWarehouse(ws, "on_tty", "off_tty")
+        try ProjectionOperationsTests.expectIdentical(ws, "on_tty", "off_tty")
     }
 }
 

@@ -255,7 +255,12 @@ public final class WarehouseWorkspace: @unchecked Sendable {
             if let generated = row[6], !generated.isEmpty { column += " GENERATED " + generated }
             dump.columns[row[0] ?? "?", default: []].append(column)
         }
-        for row in try rows("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = $1") {
+        // pg_indexes' indexdef, plus whether the index is valid (a failed build leaves an invalid one).
+        for row in try rows("""
+            SELECT i.relname, pg_get_indexdef(x.indexrelid) || CASE WHEN x.indisvalid THEN '' ELSE ' (INVALID)' END
+            FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_namespace n ON n.oid = i.relnamespace
+            WHERE n.nspname = $1
+            """) {
             dump.indexes[row[0] ?? "?"] = normalised(row[1])
         }
         for row in try rows("""
@@ -369,7 +374,8 @@ public struct WarehouseDump: Sendable, Equatable {
     public var rows: [String: [String]] = [:]
     /// Base table → its columns in order: `name type [NOT NULL] [DEFAULT expr] [IDENTITY a|d] [GENERATED s]`.
     public var columns: [String: [String]] = [:]
-    /// Index name → `pg_indexes.indexdef` (unique and primary-key indexes included).
+    /// Index name → `pg_get_indexdef` (unique and primary-key indexes included), ` (INVALID)` appended
+    /// to an index that is not valid.
     public var indexes: [String: String] = [:]
     /// `table.constraint` → `pg_get_constraintdef` (primary keys, foreign keys, unique, check).
     public var constraints: [String: String] = [:]
