@@ -44,12 +44,6 @@ extension CDCWorkspace {
     func slotNames() throws -> [String] {
         try sql("SELECT slot_name FROM pg_replication_slots WHERE database = '\(database)' ORDER BY 1").compactMap { $0[0] }
     }
-
-    /// `cdc run --no-project --endpos <current insert LSN>`, which must exit 0.
-    func runToCurrentLSNSucceeding(sourceLocation: SourceLocation = #_sourceLocation) throws {
-        let result = try runToCurrentLSN()
-        #expect(result.status == 0, "cdc run --endpos: \(result.stderr)", sourceLocation: sourceLocation)
-    }
 }
 
 /// Creates `table` (id bigint primary key, payload text) for bulk loads.
