@@ -39,6 +39,7 @@ public struct CaptureService: Service {
                                          publication: config.source.publication, endpos: endpos)
             options.statusInterval = 10
             options.protector = try config.protector()
+            options.auditActor = config.auditActor
             options.health = health
             let stream = CaptureStream(options: options, writer: writer, identity: identity, logger: logger)
             return try stream.run(stop: stop)

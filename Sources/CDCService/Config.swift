@@ -33,6 +33,8 @@ public struct ConfigError: Error, CustomStringConvertible, Sendable {
 ///     key_file = "/etc/cdc/privacy.key"               # HMAC key (>= 32 bytes, chmod 600); needed by hash
 ///     hash = ["public.surgical_procedures.patient_id"] # keyed HMAC-SHA-256, 64 hex digits (text columns)
 ///     redact = ["public.procedure_outcomes.notes"]    # written as NULL
+///     [audit]                                         # optional
+///     actor = true                                    # record who made each transaction (a trigger per table)
 ///
 /// Every key is checked: a missing required key, a value of the wrong type, or a key cdc does not know
 /// is an error naming the key. Values are never echoed in errors (the url may hold a password).
@@ -94,18 +96,32 @@ public struct Config: Sendable {
     /// Nil without a `[metrics]` section: no HTTP endpoint.
     public var metrics: Metrics?
     public var privacy: Privacy?
+    /// `[audit] actor`: install the actor trigger (schemas/audit/actor.sql) on the published
+    /// tables, at `cdc init` and for tables that join the publication while `cdc run` runs.
+    public var auditActor = false
 
     /// The default location, used when `--config` is not given.
     public static let defaultPath = "/etc/cdc/cdc.toml"
 
     /// Reads and validates the file at `path`.
     public static func load(path: String) throws -> Config {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            let reason = FileManager.default.fileExists(atPath: path) ? "permission denied" : "no such file"
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+            throw ConfigError("cannot read config \(path): it is a directory — pass --config PATH to a cdc.toml file")
+        }
+        guard let handle = FileHandle(forReadingAtPath: path), let data = try? handle.readToEnd() ?? Data() else {
+            let reason = !FileManager.default.fileExists(atPath: path) ? "no such file"
+                : access(path, R_OK) != 0 ? "permission denied (EACCES)" : "read failed"
             throw ConfigError("cannot read config \(path): \(reason) — pass --config PATH to a cdc.toml")
         }
+        try? handle.close()
         guard let text = String(data: data, encoding: .utf8) else {
             throw ConfigError("config \(path) is not UTF-8 text")
+        }
+        if let nul = text.utf8.firstIndex(of: 0) {
+            // TOML forbids NUL, and the parser would take it for the end of the file.
+            let line = text.utf8[..<nul].reduce(1) { $0 + ($1 == 0x0A ? 1 : 0) }
+            throw ConfigError("config \(path) holds a NUL byte at line \(line): remove it (TOML text cannot contain NUL)")
         }
         return try parse(text, path: path)
     }
@@ -119,7 +135,7 @@ public struct Config: Sendable {
             throw ConfigError("config \(path) is not valid TOML at line \(error.source.begin.line), column \(error.source.begin.column): \(error.description)")
         }
         let reader = TableReader(path: path, table: table, prefix: "")
-        try reader.onlyKeys(["source", "log", "warehouse", "metrics", "privacy"])
+        try reader.onlyKeys(["source", "log", "warehouse", "metrics", "privacy", "audit"])
 
         let source = try reader.section("source")
         try source.onlyKeys(["url", "slot", "publication", "tables", "max_retained_wal"])
@@ -182,7 +198,12 @@ public struct Config: Sendable {
             }
             privacy = Privacy(keyFile: keyFile, columns: columns)
         }
-        return Config(source: src, log: logConfig, warehouse: warehouse, metrics: metrics, privacy: privacy)
+        var config = Config(source: src, log: logConfig, warehouse: warehouse, metrics: metrics, privacy: privacy)
+        if let a = try reader.optionalSection("audit") {
+            try a.onlyKeys(["actor"])
+            config.auditActor = try a.optionalBool("actor") ?? false
+        }
+        return config
     }
 }
 
@@ -212,6 +233,12 @@ struct TableReader {
         guard let value = table[key] else { return nil }
         guard let sub = value.table else { throw ConfigError("config \(path): \(name(key)) must be a [\(name(key))] section") }
         return TableReader(path: path, table: sub, prefix: name(key))
+    }
+
+    func optionalBool(_ key: String) throws -> Bool? {
+        guard let value = table[key] else { return nil }
+        guard let bool = value.bool else { throw ConfigError("config \(path): \(name(key)) must be true or false") }
+        return bool
     }
 
     func optionalString(_ key: String) throws -> String? {

@@ -41,6 +41,9 @@ public struct HistoryIndexService: Service, CustomStringConvertible {
         health.set(.running)
         defer { health.set(.stopped) }
         var index: HistoryIndex?
+        var backoff = Backoff(initial: 1, maximum: 30)
+        let retries = RateLimitedLog(interval: 60)
+        var paused = false
         while !stop.isStopped {
             health.beat()
             do {
@@ -56,9 +59,28 @@ public struct HistoryIndexService: Service, CustomStringConvertible {
                 let read = try index!.catchUp(limit: 50_000)
                 context.historyPosition = try index!.indexedThrough()
                 health.doing("")
+                if paused {
+                    paused = false
+                    health.set(.running)
+                    retries.reset(key: "history")
+                    logger.notice("history index writable again: indexing resumed", metadata: ["cdc.log": "\(logPath)"])
+                }
+                backoff.reset()
                 if read == 0 { stop.sleep(seconds: idle, health: health) }
+            } catch let error as EventLogError where error.code == .storage {
+                // A full (read-only, failing) disk: the index waits, capture and projection go on.
+                let code = "history_index_" + (error.storageFault?.kind.rawValue ?? "io_error")
+                let remedy = error.storageFault?.remedy ?? "check the filesystem"
+                if !paused {
+                    paused = true
+                    retries.log(logger, .error, key: "history", "\(error.message): history index paused, retrying — \(remedy)", metadata: ["cdc.problem": "\(code)"])
+                } else {
+                    retries.log(logger, .warning, key: "history", "history index still paused: \(error.message)", metadata: ["cdc.problem": "\(code)"])
+                }
+                health.set(.paused(code: code, message: "\(error.message) — \(remedy); `cdc log history` reads the log meanwhile"))
+                stop.sleep(seconds: backoff.next(), health: health)
             } catch {
-                logger.warning("history index update failed; retrying", metadata: ["cdc.error": "\(error)"])
+                retries.log(logger, .warning, key: "history", "history index update failed; retrying", metadata: ["cdc.error": "\(error)"])
                 index = nil
                 stop.sleep(seconds: 5, health: health)
             }

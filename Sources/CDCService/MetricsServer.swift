@@ -21,6 +21,8 @@ enum MetricCatalog {
         "cdc_log_commit_records": "Records per durable log commit (group-commit size).",
         "cdc_log_commit_seconds": "Duration of one durable log commit.",
         "cdc_replication_connected": "1 while the replication stream is established.",
+        "cdc_capture_paused": "1 while capture is paused because the log cannot be written (disk full, read-only, I/O errors); it resumes by itself.",
+        "cdc_log_write_failures_total": "Failed log writes (each retried), by reason: log_no_space, log_io_error, log_read_only, log_map_full.",
         "cdc_replication_reconnects_total": "Reconnections to the source after a lost replication connection.",
         "cdc_slot_retained_wal_bytes": "WAL the source keeps for the replication slot (current WAL position minus restart_lsn).",
         "cdc_slot_retained_wal_limit_bytes": "[source] max_retained_wal: above it the service is not ready.",

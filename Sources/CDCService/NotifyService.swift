@@ -138,17 +138,18 @@ public struct NotifyService: Service, CustomStringConvertible {
         case .starting(let what): line = "starting: \(what)"
         case .running: line = "streaming: \(health.currentSummary)"
         case .retrying(_, let message): line = "reconnecting to the source: \(message)"
-        case .paused(_, let message): line = "paused: \(message)"
+        case .paused(let code, let message): line = "capture paused (\(code)): \(message)"
         case .stopped: line = "capture stopped"
         }
         if let projection = health.projection {
             switch projection.phase {
             case .starting(let what): line += "; projection starting: \(what)"
             case .retrying(let code, let message): line += "; retrying the warehouse (\(code)): \(message); capture continues"
-            case .paused(_, let message): line += "; projection paused: \(message)"
+            case .paused(let code, let message): line += "; projection paused (\(code)): \(message); capture continues"
             case .running, .stopped: break
             }
         }
+        if case .paused(let code, let message) = health.history.phase { line += "; history index paused (\(code)): \(message)" }
         let conditions = health.currentConditions
         if !conditions.isEmpty { line += "; problems: " + conditions.map(\.code).joined(separator: ", ") }
         return line

@@ -69,6 +69,7 @@ public struct ProjectionService: Service, CustomStringConvertible {
                     health.doing("connecting to the warehouse and loading its dimensions")
                     let log = try EventLog.openForReading(path: config.log.path)
                     projector = try Projector(mapping: mapping, target: warehouse.target(), log: log)
+                    projector!.heartbeat = { health.beat() }
                     for table in projector!.tables { _ = rows(table) }
                     context.projectionPosition = projector!.position
                     connected.record(1)
@@ -79,7 +80,13 @@ public struct ProjectionService: Service, CustomStringConvertible {
                 }
                 health.doing("projecting a batch into the warehouse")
                 let started = ContinuousClock.now
-                let step = try projector!.step()
+                // A source transaction bigger than a batch is applied in chunks within one warehouse
+                // transaction: each chunk beats, so a long one is not taken for a stall.
+                let step = try projector!.step { soFar in
+                    health.doing("projecting a large source transaction in one warehouse transaction (\(soFar.records) log records so far)")
+                    logger.debug("projected a chunk of a large source transaction; its warehouse transaction stays open",
+                                 metadata: ["cdc.projection.records": "\(soFar.records)"])
+                }
                 if step.records == 0 {
                     health.doing("")
                     if drain.isStopped { break }
@@ -103,7 +110,12 @@ public struct ProjectionService: Service, CustomStringConvertible {
                 guard transient, !drainOnShutdown else { throw error }
                 let delay = backoff.next()
                 connected.record(0)
-                health.set(.retrying(code: Self.code(of: error), message: "\(error)"))
+                if Self.code(of: error) == "warehouse_disk_full" {
+                    // Not a lost connection: the warehouse's disk is full. Capture goes on; the batch is retried.
+                    health.set(.paused(code: "warehouse_disk_full", message: "\(error) — free space on the warehouse server; projection resumes by itself"))
+                } else {
+                    health.set(.retrying(code: Self.code(of: error), message: "\(error)"))
+                }
                 retries.log(logger, .warning, key: "projection", "projection failed; retrying",
                             metadata: ["cdc.error": "\(error)", "cdc.retry.seconds": "\(delay)"])
                 projector = nil
@@ -118,7 +130,9 @@ public struct ProjectionService: Service, CustomStringConvertible {
     /// The stable code of a projection failure, for /readyz and STATUS=.
     static func code(of error: Error) -> String {
         switch error {
+        case let error as WarehouseError where error.sqlState == .diskFull: "warehouse_disk_full"
         case let error as WarehouseError: error.code.rawValue
+        case let error as PGError where error.sqlState == .diskFull: "warehouse_disk_full"
         case let error as PGError: error.sqlState.map { "sqlstate_\($0)" } ?? "warehouse_unreachable"
         default: "other"
         }

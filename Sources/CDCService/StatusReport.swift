@@ -39,6 +39,16 @@ public struct StatusReport: Sendable {
     /// 0 healthy, 1 problems, 2 cannot tell.
     public var exitCode: Int32 { cannotTell ? 2 : problems.isEmpty ? 0 : 1 }
 
+    /// Why the log at `path` cannot be opened for reading; nil when it can.
+    static func openFailure(_ path: String) -> String? {
+        do {
+            _ = try EventLog.openForReading(path: path)
+            return nil
+        } catch {
+            return "\(error)"
+        }
+    }
+
     /// Gathers the report for `config`; failures become problems, nothing throws.
     public static func gather(_ config: Config) -> StatusReport {
         var report = StatusReport()
@@ -53,6 +63,17 @@ public struct StatusReport: Sendable {
             if let index = try? HistoryIndex.openReadOnly(log: log) {
                 report.historyIndexPosition = try? index.indexedThrough()
             }
+            // What `cdc run` would pause on, seen from outside: a full or read-only filesystem.
+            if let fs = StorageFault.filesystem(of: config.log.path) {
+                if fs.readOnly {
+                    report.problems.append(HealthProblem(code: "log_read_only", message: "the filesystem of the log \(config.log.path) is mounted read-only: `cdc run` cannot write the log (it refuses to start, or pauses when already running); remount it read-write"))
+                } else if fs.freeBytes < 1 << 20 {
+                    report.problems.append(HealthProblem(code: "log_no_space", message: "the filesystem of the log \(config.log.path) has \(byteSize(fs.freeBytes)) free: `cdc run` cannot write and pauses (nothing is lost); free space on it"))
+                }
+            }
+        } else if EventLog.exists(at: config.log.path), let failure = Self.openFailure(config.log.path) {
+            // There is a log, but this user cannot open it (permissions, a damaged file): say why.
+            report.problems.append(HealthProblem(code: "log_unreadable", message: failure))
         } else {
             report.problems.append(HealthProblem(code: "log_not_initialised", message: "the log at \(config.log.path) does not exist or is not initialised: run `cdc init --config ...`"))
         }

@@ -23,6 +23,8 @@ public struct CaptureError: Error, CustomStringConvertible, Sendable {
         case sourceMismatch = "source_mismatch"
         /// The publication does not exist and cdc could not create it.
         case publicationFailed = "publication_failed"
+        /// The publication disappeared from the source (dropped while cdc ran or since).
+        case publicationMissing = "publication_missing"
         /// The log's replication slot is gone from the source.
         case slotMissing = "slot_missing"
         /// A slot of that name exists but this log has no snapshot from it.
@@ -53,6 +55,8 @@ public struct CaptureError: Error, CustomStringConvertible, Sendable {
         case privacyPolicyInvalid = "privacy_policy_invalid"
         /// [privacy] names a column the source does not have.
         case privacyColumnMissing = "privacy_column_missing"
+        /// `[audit] actor = true` but the actor trigger cannot be installed (the role does not own the tables).
+        case auditInstallFailed = "audit_install_failed"
         /// Anything else.
         case other
     }
@@ -93,6 +97,10 @@ extension CaptureError {
     /// the server or lost it) or ``Code/sourceError`` (the server refused with a SQLSTATE).
     init(source error: PGError, options: CaptureOptions) {
         let code: Code
+        if error.sqlState == .undefinedObject, error.message.contains("publication \"") {
+            self.init(.publicationMissing, Self.missingPublicationMessage(publication: options.publication, slot: options.slot), underlying: error)
+            return
+        }
         if error.isAuthenticationFailure {
             code = .authenticationFailed
         } else if error.sqlState == nil {
@@ -105,6 +113,16 @@ extension CaptureError {
 }
 
 extension CaptureError {
+    /// What a publication missing from the source (dropped while cdc ran, or before it started) means
+    /// and how to recover. pgoutput decodes each change with the catalog of its time, so the changes
+    /// committed while the publication was missing can never be streamed through this slot.
+    public static func missingPublicationMessage(publication: String, slot: String) -> String {
+        "publication \"\(publication)\" does not exist on the source (SQLSTATE 42704; dropped?): the log is intact up to its position; "
+            + "re-create it (CREATE PUBLICATION \"\(publication)\" FOR ALL TABLES, or FOR TABLE with the tables it had) and start cdc run again; "
+            + "if it stops with this error again, changes were committed while the publication was missing and PostgreSQL cannot decode them: "
+            + "drop the slot (SELECT pg_drop_replication_slot('\(slot)')), move the log aside and run `cdc init`"
+    }
+
     /// What an invalidated slot (wal_status = lost) means and how to recover; said by `cdc run`, which
     /// stops, and by `cdc status` and /readyz.
     public static func invalidatedSlotMessage(_ slot: String) -> String {

@@ -17,12 +17,19 @@ final class CaptureMetrics {
     let commitSeconds = Metrics.Timer(label: "cdc_log_commit_seconds")
     let connected = Gauge(label: "cdc_replication_connected")
     let reconnects = Counter(label: "cdc_replication_reconnects_total")
+    /// 1 while capture is paused because the log cannot be written (disk full, I/O errors, ...).
+    let paused = Gauge(label: "cdc_capture_paused")
+    /// Failed log writes by cause (`log_no_space`, `log_io_error`, `log_read_only`, `log_map_full`).
+    func writeFailures(_ code: String) -> Counter {
+        Counter(label: "cdc_log_write_failures_total", dimensions: [("reason", code)])
+    }
     /// `cdc_log_events_total{table,op}` by `relationSeq << 8 | op`.
     private var events: [UInt64: Counter] = [:]
 
     init() {
         connected.record(0)
         lag.record(0)
+        paused.record(0)
     }
 
     /// The events counter of (relation, op) in `key` (`relationSeq << 8 | op`); `table` names the relation.

@@ -25,6 +25,9 @@ public struct CaptureOptions: Sendable {
     public var maxBackoff: Double = 30
     /// Column protection applied before values are written ([privacy] in cdc.toml).
     public var protector: ColumnProtector?
+    /// Put the actor trigger on published tables that lack it, at each connect and when a table first
+    /// appears in the stream ([audit] actor).
+    public var auditActor = false
     /// Where the loop reports that it iterates and what it is doing (`cdc run`'s health and watchdog).
     public var health: LoopHealth?
 
@@ -65,7 +68,8 @@ public final class CaptureStream {
     private var sessionRelations: [UInt32: RelationDefinition] = [:]
     private var resolved: [UInt32: UInt64] = [:]
     private var logged: [UInt32: (seq: UInt64, definition: RelationDefinition)] = [:]
-    private var typeNames: [UInt32: String] = [:]
+    /// Names the user types of this session's Relation messages (an ordinary connection, opened lazily).
+    private var typeNames: TypeNameResolver
     /// Per resolved relation, the protection of each column (absent: nothing protected).
     private var protection: [UInt32: [PrivacyPolicy.Method?]] = [:]
     private var privacyChecked = false
@@ -101,6 +105,7 @@ public final class CaptureStream {
         self.writer = writer
         self.identity = identity
         self.logger = logger
+        self.typeNames = TypeNameResolver(conninfo: options.conninfo)
     }
 
     /// Streams until stopped, until `endpos`, or until a fatal error. Connection losses after the first
@@ -110,6 +115,7 @@ public final class CaptureStream {
             logger.info("log already past endpos", metadata: ["cdc.endpos": "\(endpos)", "cdc.resume_lsn": "\(writer.durable.resumeLSN)"])
             return .reachedEndpos
         }
+        stopSignal = stop
         var everStarted = false
         var backoff = Backoff(initial: 0.5, maximum: options.maxBackoff)
         let health = options.health
@@ -128,6 +134,12 @@ public final class CaptureStream {
                     throw CaptureError(source: error, options: options)
                 }
                 try recoverFromLoss(reason: error.description)
+            } catch is StoppedWhilePaused {
+                logger.warning("stopped while the log could not be written", metadata: [
+                    "cdc.records_not_written": "\(writer.pendingRecords)", "cdc.resume_lsn": "\(writer.durable.resumeLSN)",
+                    "cdc.note": "nothing is lost: the source keeps every change after the confirmed position and sends it again",
+                ])
+                return .stopped
             } catch let error as CaptureError where error.code == .connectionLost {
                 guard everStarted else {
                     throw CaptureError(.sourceUnreachable, "cannot stream from the source: \(error.message)", underlying: error)
@@ -150,10 +162,73 @@ public final class CaptureStream {
         retries.log(logger, .warning, key: "lost", "replication connection lost", metadata: ["cdc.reason": "\(reason)"])
         options.health?.set(.retrying(code: CaptureError.Code.connectionLost.rawValue, message: reason))
         metrics.connected.record(0)
-        try writer.discardOpenTransaction()
+        try retryingStorage(nil) { try writer.discardOpenTransaction() }
         openCounts = [:]
         inTransaction = false
         skipping = false
+    }
+
+    // MARK: Storage faults
+
+    /// The stop signal of the running ``run(stop:)``, for the pause loop.
+    private var stopSignal: StopSignal?
+
+    /// Thrown out of a pause when cdc is asked to stop while the log still cannot be written.
+    private struct StoppedWhilePaused: Error {}
+
+    /// Runs `write` (a log write) until it succeeds. A storage fault (disk full, read-only, I/O
+    /// errors, map cannot grow) pauses capture instead of stopping it: one error line naming the log,
+    /// the operation and the errno, the loop's health `paused` (/readyz, STATUS=), retries with
+    /// backoff, and standby status on `connection` meanwhile (confirming only what is durable, so the
+    /// walsender neither times out nor discards anything). The failed write left the log and the
+    /// writer as they were, so the retry writes exactly the same records.
+    private func retryingStorage(_ connection: PGConnection?, _ write: () throws -> Void) throws {
+        var pausedSince: ContinuousClock.Instant?
+        var phaseBefore: LoopHealth.Phase?
+        var backoff = Backoff(initial: 0.5, maximum: options.maxBackoff)
+        var keepalive = connection
+        while true {
+            do {
+                try write()
+                if let pausedSince {
+                    let seconds = (ContinuousClock.now - pausedSince).components.seconds
+                    logger.notice("log writable again: capture resumed", metadata: ["cdc.log": "\(writer.log.path)", "cdc.paused_seconds": "\(seconds)"])
+                    metrics.paused.record(0)
+                    retries.reset(key: "storage")
+                    if let phaseBefore { options.health?.set(phaseBefore) }
+                }
+                return
+            } catch let error as EventLogError where error.code == .storage {
+                let fault = error.storageFault
+                let code = "log_" + (fault?.kind.rawValue ?? "io_error")
+                let remedy = fault?.remedy ?? "check the log's filesystem"
+                metrics.writeFailures(code).increment()
+                if pausedSince == nil {
+                    pausedSince = .now
+                    phaseBefore = options.health?.phase
+                    metrics.paused.record(1)
+                    // Through the rate limiter, so that the retries' warnings are held back after it.
+                    retries.log(logger, .error, key: "storage", "\(error.message): capture paused, retrying — \(remedy)", metadata: [
+                        "cdc.problem": "\(code)", "cdc.call": "\(error.call ?? "?")",
+                        "cdc.confirmed_lsn": "\(writer.durable.resumeLSN)",
+                    ])
+                } else {
+                    retries.log(logger, .warning, key: "storage", "capture still paused: \(error.message)", metadata: ["cdc.problem": "\(code)"])
+                }
+                options.health?.set(.paused(code: code, message: "\(error.message) — \(remedy); nothing is lost, capture resumes by itself"))
+                guard let stop = stopSignal, !stop.isStopped else { throw StoppedWhilePaused() }
+                var left = backoff.next()
+                while left > 0, !stop.isStopped {
+                    let slice = min(left, max(1, options.statusInterval / 2))
+                    stop.sleep(seconds: slice, health: options.health)
+                    left -= slice
+                    if let c = keepalive {
+                        do { try sendStatus(c, replyRequested: false) } catch { keepalive = nil }
+                    }
+                }
+                if stop.isStopped { throw StoppedWhilePaused() }
+            }
+        }
     }
 
     static func explain(_ error: PGError, options: CaptureOptions) -> String {
@@ -180,16 +255,20 @@ public final class CaptureStream {
                 try SourceInitializer.checkProtection(protector, SourceInitializer.connect(options.conninfo))
             }
             let policy = options.protector?.policy ?? .none
-            if try writer.recordPrivacy(policy) {
+            var recorded = false
+            try retryingStorage(nil) { recorded = try writer.recordPrivacy(policy) }
+            if recorded {
                 logger.notice("privacy policy recorded", metadata: ["cdc.privacy.columns": "\(policy.columns.count)", "cdc.from_seq": "\(writer.durable.head + 1)"])
             }
             privacyChecked = true
         }
         try loadLoggedRelations()
+        installActorTriggers()
         sessionRelations = [:]
         resolved = [:]
         protection = [:]
-        typeNames = [:]
+        typeNames = TypeNameResolver(conninfo: options.conninfo)
+        defer { typeNames.close() }  // its connection lives no longer than the session
         let start = writer.durable.resumeLSN
         let command = "START_REPLICATION SLOT \(connection.quoteIdentifier(options.slot)) LOGICAL \(start) "
             + "(proto_version '1', publication_names \(connection.quoteLiteral(connection.quoteIdentifier(options.publication))), messages 'true')"
@@ -271,24 +350,25 @@ public final class CaptureStream {
 
     /// Flushes complete transactions (dropping an unfinished one) and confirms them.
     private func finishBatch(_ connection: PGConnection) throws {
-        try writer.discardOpenTransaction()
+        try retryingStorage(connection) { try writer.discardOpenTransaction() }
         openCounts = [:]
         try flush(connection)
     }
 
     /// After the stream broke: keep what arrived whole.
     private func finishCompleteTransactions(_ connection: PGConnection) throws {
-        try writer.discardOpenTransaction()
+        try retryingStorage(nil) { try writer.discardOpenTransaction() }
         openCounts = [:]
-        try durableFlush()
+        try durableFlush(nil)
     }
 
     /// Makes the staged records durable (one LMDB commit) and records what became durable.
-    private func durableFlush() throws {
+    /// A storage fault pauses here (see ``retryingStorage(_:_:)``), keeping `connection` alive.
+    private func durableFlush(_ connection: PGConnection?) throws {
         let records = writer.pendingRecords
         options.health?.doing("writing to the log")
         let started = ContinuousClock.now
-        try writer.flush()
+        try retryingStorage(connection) { try writer.flush() }
         let elapsed = ContinuousClock.now - started
         options.health?.doing("")
         if records > 0 {
@@ -314,7 +394,7 @@ public final class CaptureStream {
     }
 
     private func flush(_ connection: PGConnection) throws {
-        try durableFlush()
+        try durableFlush(connection)
         if writer.durable.resumeLSN != lastConfirmed {
             try sendStatus(connection, replyRequested: false)
         }
@@ -367,15 +447,45 @@ public final class CaptureStream {
         if slots.value(0, "plugin") != "pgoutput" || slots.value(0, "slot_type") != "logical" {
             throw CaptureError(.slotNotLogical, "replication slot \"\(options.slot)\" is not a logical pgoutput slot: choose another [source] slot or drop it and run `cdc init`")
         }
+        // A missing publication is otherwise noticed only at the first change after the stream starts.
+        if try connection.execute("SELECT 1 FROM pg_publication WHERE pubname = \(connection.quoteLiteral(options.publication))").rowCount == 0 {
+            throw CaptureError(.publicationMissing, CaptureError.missingPublicationMessage(publication: options.publication, slot: options.slot))
+        }
         if let text = slots.value(0, "confirmed_flush_lsn"), let confirmed = LSN(text), confirmed > writer.durable.resumeLSN {
             throw CaptureError(.logBehindSlot, "the log ends at \(writer.durable.resumeLSN) but slot \"\(options.slot)\" was already confirmed up to \(confirmed): the changes in between are not in this log (restored from an old copy?); restore the newest log, or move it aside and run `cdc init`")
+        }
+    }
+
+    /// [audit] actor: the trigger on every published table, when some table lacks it (a restart with
+    /// every trigger in place touches no table). A failure is logged (the role may not own a table that
+    /// joined later, or a long transaction holds it) and capture goes on: the actor is metadata, the rows
+    /// are the log.
+    private func installActorTriggers() {
+        guard options.auditActor else { return }
+        do {
+            let connection = try SourceInitializer.connect(options.conninfo)
+            // CREATE TRIGGER takes a lock that queues behind open transactions on the table and holds up
+            // every write queued behind it: give up after a short wait rather than stall the source (and
+            // this stream), and try again at the next session or new table.
+            try connection.execute("SET lock_timeout = '2s'")
+            guard try !AuditActor.missingTables(connection, publication: options.publication).isEmpty else {
+                retries.reset(key: "audit")
+                return
+            }
+            let tables = try AuditActor.install(connection, publication: options.publication)
+            if !tables.isEmpty {
+                logger.notice("installed the actor trigger", metadata: ["cdc.tables": "\(tables.joined(separator: ","))"])
+            }
+            retries.reset(key: "audit")
+        } catch {
+            retries.log(logger, .warning, key: "audit", "\(error): transactions on tables without the trigger have no actor", metadata: [:])
         }
     }
 
     private func loadLoggedRelations() throws {
         logged = [:]
         for (oid, seq) in try writer.log.relationIndex() {
-            guard let record = try writer.log.record(seq), case .relation(let definition) = record.body else {
+            guard let definition = try writer.log.relationDefinition(seq) else {
                 throw CaptureError(.logCorrupt, "the log's relation index points at seq \(seq), which is not a relation record: run `cdc log verify`")
             }
             logged[oid] = (seq, definition)
@@ -457,15 +567,27 @@ public final class CaptureStream {
             openCounts.removeAll(keepingCapacity: true)
         case .origin:
             break  // the origin of replicated transactions is not recorded (yet)
-        case .type(let oid, let namespace, let name):
-            typeNames[oid] = namespace + "." + name
+        case .type:
+            break  // names a domain by its base type: user types are named from the catalog (TypeNameResolver)
         case .relation(let oid, let namespace, let name, let identity, let columns):
+            do {
+                try typeNames.resolve(columns.map(\.typeOID))
+                retries.reset(key: "types")
+            } catch let error as PGError {
+                // Retried like a lost replication connection when the source is away (the run loop decides).
+                retries.log(logger, .warning, key: "types", "cannot look up the source's type names in pg_type",
+                            metadata: ["cdc.table": "\(namespace).\(name)", "cdc.reason": "\(error)"])
+                throw error
+            }
+            if logged[oid] == nil, sessionRelations[oid] == nil {
+                // A table new to the log (it joined the publication): its next transactions name their actor.
+                installActorTriggers()
+            }
             let definition = RelationDefinition(
                 oid: oid, namespace: namespace, name: name, replicaIdentity: identity,
                 columns: columns.map { c in
                     .init(name: c.name, typeOID: c.typeOID, typeModifier: c.typeModifier, isKey: c.isKey,
-                          typeName: c.typeOID < TypeNames.firstNormalOID ? TypeNames.builtinName(c.typeOID)
-                              : typeNames[c.typeOID] ?? "oid:\(c.typeOID)")
+                          typeName: typeNames.name(c.typeOID))
                 })
             sessionRelations[oid] = definition
             resolved[oid] = nil

@@ -84,7 +84,7 @@ public struct ColumnProtector: Sendable {
     func write(_ method: PrivacyPolicy.Method, value: UnsafeRawBufferPointer, into w: inout ByteWriter) {
         switch method {
         case .redact:
-            w.u8(0x6E)
+            TupleWriter.null(into: &w)
         case .hash:
             let code = HMAC<SHA256>.authenticationCode(for: value, using: SymmetricKey(data: key!))
             var hex = [UInt8](repeating: 0, count: 64)
@@ -95,8 +95,7 @@ public struct ColumnProtector: Sendable {
                 hex[i + 1] = digits[Int(byte & 15)]
                 i += 2
             }
-            w.u8(0x74)
-            hex.withUnsafeBytes { w.blob($0) }
+            hex.withUnsafeBytes { TupleWriter.text($0, into: &w) }
         }
     }
 

@@ -9,7 +9,7 @@ enum CopyTextRow {
                           protecting methods: [PrivacyPolicy.Method?]? = nil, with protector: ColumnProtector? = nil) throws {
         var end = row.count
         if end > 0, row[end - 1] == 0x0A { end -= 1 }
-        w.varint(UInt64(columns))
+        TupleWriter.count(columns, into: &w)
         var index = 0
         var fields = 0
         while true {
@@ -19,19 +19,17 @@ enum CopyTextRow {
             guard fields <= columns else { throw CaptureError.protocolViolation("COPY row has more than \(columns) fields") }
             let field = UnsafeRawBufferPointer(rebasing: row[index..<fieldEnd])
             if field.count == 2, field[0] == 0x5C, field[1] == 0x4E {  // \N
-                w.u8(0x6E)
+                TupleWriter.null(into: &w)
             } else if let methods, fields <= methods.count, let method = methods[fields - 1], let protector {
                 scratch.removeAll(keepingCapacity: true)
                 try unescape(field, into: &scratch)
                 scratch.withUnsafeBytes { protector.write(method, value: $0, into: &w) }
             } else if !field.contains(0x5C) {
-                w.u8(0x74)
-                w.blob(field)
+                TupleWriter.text(field, into: &w)
             } else {
                 scratch.removeAll(keepingCapacity: true)
                 try unescape(field, into: &scratch)
-                w.u8(0x74)
-                scratch.withUnsafeBytes { w.blob($0) }
+                scratch.withUnsafeBytes { TupleWriter.text($0, into: &w) }
             }
             if fieldEnd >= end { break }
             index = fieldEnd + 1

@@ -110,20 +110,21 @@ public enum PgOutputMessage {
                                  with protector: ColumnProtector? = nil) throws -> Int {
         var r = WireReader(tuple.bytes)
         let count = Int(try r.u16())
-        w.varint(UInt64(count))
+        TupleWriter.count(count, into: &w)
         for index in 0..<count {
             let kind = try r.u8()
             switch kind {
-            case 0x6E, 0x75:  // n, u
-                w.u8(kind)
+            case 0x6E:  // n
+                TupleWriter.null(into: &w)
+            case 0x75:  // u
+                TupleWriter.unchangedToast(into: &w)
             case 0x74:  // t
                 let length = Int(try r.u32())
                 let value = try r.bytes(length)
                 if let methods, index < methods.count, let method = methods[index], let protector {
                     protector.write(method, value: value, into: &w)
                 } else {
-                    w.u8(kind)
-                    w.blob(value)
+                    TupleWriter.text(value, into: &w)
                 }
             default:
                 throw CaptureError.protocolViolation("unexpected tuple column kind \(kind)")

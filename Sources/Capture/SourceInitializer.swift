@@ -11,6 +11,8 @@ public struct InitOptions: Sendable {
     public var tables: [String]?
     /// Column protection applied to the snapshot ([privacy] in cdc.toml).
     public var protector: ColumnProtector?
+    /// Install the actor trigger on the published tables before the slot is created ([audit] actor).
+    public var auditActor = false
 
     public init(conninfo: String, slot: String, publication: String, tables: [String]? = nil) {
         self.conninfo = conninfo
@@ -28,6 +30,8 @@ public struct InitReport: Sendable {
     public var tables: [(name: String, rows: Int)] = []
     /// Published tables that cannot publish updates and deletes (no primary key, no replica identity).
     public var tablesWithoutIdentity: [String] = []
+    /// Tables the actor trigger was put on by this run ([audit] actor).
+    public var actorTablesInstalled: [String] = []
 }
 
 /// `cdc init`: preflight checks, the publication, the slot with an exported snapshot, and the
@@ -143,6 +147,9 @@ public final class SourceInitializer {
             report.alreadyInitialized = true
             report.consistentPoint = writer.durable.resumeLSN
             report.tablesWithoutIdentity = try Self.tablesWithoutIdentity(sql, publication: options.publication)
+            if options.auditActor {
+                report.actorTablesInstalled = try AuditActor.install(sql, publication: options.publication)
+            }
             return report
         }
 
@@ -173,6 +180,10 @@ public final class SourceInitializer {
             report.createdPublication = true
         }
         report.tablesWithoutIdentity = try Self.tablesWithoutIdentity(sql, publication: options.publication)
+        if options.auditActor {
+            // Before the slot exists, so every streamed transaction of these tables names its actor.
+            report.actorTablesInstalled = try AuditActor.install(sql, publication: options.publication)
+        }
 
         try writer.setSource(identity, state: .initializing)
         try writer.recordPrivacy(options.protector?.policy ?? .none)
@@ -299,8 +310,7 @@ public final class SourceInitializer {
             let columnName = result.value(r, 0) ?? ""
             if let publishedColumns, !publishedColumns.contains(columnName) { continue }
             let type = UInt32(result.value(r, 1) ?? "0") ?? 0
-            let typeName = type < TypeNames.firstNormalOID ? TypeNames.builtinName(type)
-                : (result.value(r, 4) ?? "") + "." + (result.value(r, 5) ?? "")
+            let typeName = TypeNames.name(type, namespace: result.value(r, 4) ?? "", typname: result.value(r, 5) ?? "")
             columns.append(.init(name: columnName, typeOID: type, typeModifier: Int32(result.value(r, 2) ?? "-1") ?? -1,
                                  isKey: result.value(r, 3) == "t", typeName: typeName))
         }

@@ -1,6 +1,9 @@
+import PGClient
+
 /// Names of PostgreSQL's built-in types by OID. Built-in OIDs are fixed across clusters and versions,
-/// so the log can name them without asking the source; user-defined types (OID >= 16384) are named by
-/// pgoutput's Type messages (`Y`) or, for the snapshot, by the catalog.
+/// so the log can name them without asking the source; user-defined types (OID >= 16384) are named
+/// `schema.name` as the catalog (`pg_type`) names that OID: by the snapshot's catalog query, and in the
+/// stream by ``TypeNameResolver`` (not by pgoutput's Type message, which names a domain's base type).
 public enum TypeNames {
     /// The first OID assigned to user-defined objects.
     public static let firstNormalOID: UInt32 = 16384
@@ -31,5 +34,68 @@ public enum TypeNames {
     /// The name of a built-in type, or `oid:N` when this table does not know it.
     public static func builtinName(_ oid: UInt32) -> String {
         builtin[oid] ?? "oid:\(oid)"
+    }
+
+    /// The log's name of a type the catalog names `namespace.typname`: built-ins by the table above,
+    /// user types `schema.name`. The one rule for the snapshot and the stream.
+    public static func name(_ oid: UInt32, namespace: String, typname: String) -> String {
+        oid < firstNormalOID ? builtinName(oid) : namespace + "." + typname
+    }
+
+    /// The catalog query naming user types: one row (oid, schema, name) per OID in `$1` (an `oid[]`).
+    static let catalogQuery = """
+        SELECT t.oid::int8, n.nspname, t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+        WHERE t.oid = ANY ($1::oid[])
+        """
+}
+
+/// Names the user-defined types of the stream's columns as the snapshot does (``TypeNames/name``).
+///
+/// pgoutput's Type message is no help: for a domain it carries the domain's OID with the namespace and
+/// name of its base type (`logicalrep_write_typ` uses `getBaseType`), so a domain column would get
+/// another name than in the snapshot and an unchanged table a second relation version. The replication
+/// connection is in COPY BOTH mode and cannot query, so this opens an ordinary connection when the first
+/// user type appears and asks `pg_type`, once per OID; one resolver lives for one streaming session.
+///
+/// A failed lookup throws the ``PGError``: a source that went away is a connection loss like the
+/// replication connection's own. A type the catalog no longer has (dropped after the change was made;
+/// its column is gone too by now) is named `oid:N`, as unknown built-ins are.
+public final class TypeNameResolver {
+    private let conninfo: String
+    private var connection: PGConnection?
+    private var names: [UInt32: String] = [:]
+
+    public init(conninfo: String) {
+        self.conninfo = conninfo
+    }
+
+    /// Looks up every user type among `oids` not yet known, in one query.
+    public func resolve(_ oids: some Sequence<UInt32>) throws {
+        let missing = Set(oids.filter { $0 >= TypeNames.firstNormalOID && names[$0] == nil })
+        guard !missing.isEmpty else { return }
+        let connection = try self.connection ?? PGConnection(conninfo: conninfo, overrides: SessionSettings.sqlOverrides())
+        self.connection = connection
+        let result: PGResult
+        do {
+            result = try connection.query(TypeNames.catalogQuery, ["{" + missing.map(String.init).joined(separator: ",") + "}"])
+        } catch {
+            self.connection = nil  // a broken connection is not reused
+            throw error
+        }
+        for oid in missing { names[oid] = "oid:\(oid)" }
+        for r in 0..<result.rowCount {
+            guard let oid = UInt32(result.value(r, 0) ?? "") else { continue }
+            names[oid] = TypeNames.name(oid, namespace: result.value(r, 1) ?? "", typname: result.value(r, 2) ?? "")
+        }
+    }
+
+    /// Closes the connection (the names stay known).
+    public func close() {
+        connection = nil
+    }
+
+    /// The log's name of a type: built-ins from the table, user types as resolved.
+    public func name(_ oid: UInt32) -> String {
+        oid < TypeNames.firstNormalOID ? TypeNames.builtinName(oid) : names[oid] ?? "oid:\(oid)"
     }
 }

@@ -34,6 +34,9 @@ public struct EventLogError: Error, CustomStringConvertible, Sendable {
         case noKey = "no_key"
         /// A key with the wrong number of values.
         case wrongKey = "wrong_key"
+        /// A write failed because of the storage (full, read-only, I/O errors, map cannot grow):
+        /// ``EventLogError/storageFault`` says which; retrying after the condition clears is safe.
+        case storage
         /// A bug in cdc.
         case `internal`
         /// Anything else.
@@ -58,6 +61,22 @@ public struct EventLogError: Error, CustomStringConvertible, Sendable {
         self.underlying = underlying
     }
 
+    /// What the storage fault is, for ``Code/storage``.
+    public var storageFault: StorageFault? { faultOfUnderlying }
+    private var faultOfUnderlying: StorageFault?
+
+    /// A failed write to the environment at `path` (`log`, `history index`): a ``Code/storage`` error
+    /// when the storage caused it (`log /var/lib/cdc/log: no space left on device (ENOSPC) committing
+    /// 14 MiB`), else `code`.
+    public static func write(_ error: LMDBError, what: String, path: String, operation: String, otherwise code: Code = .other) -> EventLogError {
+        guard let fault = StorageFault(error, directory: path) else {
+            return EventLogError(code, "\(what) \(path): \(operation) failed: \(error)", lmdb: error)
+        }
+        var wrapped = EventLogError(.storage, "\(what) \(path): \(fault.reason) \(operation)", lmdb: error)
+        wrapped.faultOfUnderlying = fault
+        return wrapped
+    }
+
     /// Wraps a failed LMDB call: its name and return code are kept.
     public init(_ code: Code, _ message: String, lmdb error: LMDBError) {
         self.init(code, message, call: error.call, returnCode: error.code, underlying: error)
@@ -72,6 +91,7 @@ public struct EventLogError: Error, CustomStringConvertible, Sendable {
 /// - `events`: 8-byte big-endian sequence number → record (``RecordCodec``), appended with MDB_APPEND.
 /// - `meta`: format version, source identity, state, head and stream position.
 /// - `relations`: 4-byte big-endian table OID → 8-byte sequence number of its latest relation record.
+/// - `leaves`, `roots`, `nodes`: Merkle leaf hashes, roots at heads, interior node hashes (``MerkleNodes``).
 ///
 /// Records after `head` are an incomplete transaction (a crash cut it short, or a huge transaction is
 /// still arriving): readers never show them and the writer deletes them when it opens.
@@ -86,6 +106,10 @@ public final class EventLog: @unchecked Sendable {
     let relations: LMDBDatabase
     let leaves: LMDBDatabase
     let roots: LMDBDatabase
+    /// Interior Merkle node hashes (``MerkleNodes``); nil in a log written before they existed, opened read-only.
+    let nodes: LMDBDatabase?
+    /// The relation definitions of this log, decoded once and shared by its readers.
+    public let relationCatalog = RelationCatalog()
 
     enum MetaKey {
         static let format = Array("format".utf8)
@@ -98,6 +122,9 @@ public final class EventLog: @unchecked Sendable {
         static let frontier = Array("merkle_frontier".utf8)
         static let privacy = Array("privacy".utf8)
     }
+
+    /// The LMDB data file, as error messages name it.
+    public var dataFile: String { path + "/data.mdb" }
 
     /// True when `path` holds an LMDB environment (a log, or the start of one).
     public static func exists(at path: String) -> Bool {
@@ -135,6 +162,16 @@ public final class EventLog: @unchecked Sendable {
         }
     }
 
+    /// The map size a writable log opens with: 256 GiB of address space, or `CDC_LOG_MAP_SIZE` bytes (a
+    /// multiple of 1 MiB) so that tools/chaos can make the map grow under load. LMDB never maps less
+    /// than the data already written.
+    static let initialMapSize: Int = {
+        if let text = ProcessInfo.processInfo.environment["CDC_LOG_MAP_SIZE"], let bytes = Int(text), bytes > 0, bytes % (1 << 20) == 0 {
+            return bytes
+        }
+        return 1 << 38
+    }()
+
     /// `readOnly`: only existing sub-databases, no format stamp. `environmentReadOnly`: MDB_RDONLY.
     private init(path: String, readOnly: Bool, environmentReadOnly: Bool, create: Bool) throws {
         self.path = path
@@ -149,13 +186,18 @@ public final class EventLog: @unchecked Sendable {
                 throw EventLogError(.createFailed, "cannot create log directory \(path): \(error.localizedDescription)", underlying: error)
             }
         }
+        // A damaged data.mdb is refused here, before any transaction reads a data page (see DataFileCheck).
+        let file = path + "/data.mdb"
+        if exists { try DataFileCheck.checkBeforeOpen(file: file) }
         do {
             // A large map (address space, not disk) so that the writer almost never has to grow it
             // while readers of this process hold transactions.
-            environment = try LMDBEnvironment(path: path, readOnly: environmentReadOnly, mapSize: 1 << 38)
+            environment = try LMDBEnvironment(path: path, readOnly: environmentReadOnly, mapSize: EventLog.initialMapSize)
         } catch let error as LMDBError {
+            if let damage = DataFileCheck.explainOpenFailure(file: file, error) { throw damage }
             throw EventLogError(.openFailed, "cannot open event log at \(path): \(error.message)", lmdb: error)
         }
+        try DataFileCheck.check(environment, file: file, walkingPages: readOnly)
         if readOnly {
             guard let events = try environment.existingDatabase("events"),
                   let meta = try environment.existingDatabase("meta"),
@@ -165,12 +207,14 @@ public final class EventLog: @unchecked Sendable {
                 throw EventLogError(.notALog, "\(path) is not a cdc event log (missing sub-databases): run `cdc init`")
             }
             (self.events, self.meta, self.relations, self.leaves, self.roots) = (events, meta, relations, leaves, roots)
+            nodes = try environment.existingDatabase("nodes")
         } else {
             events = try environment.openDatabase("events", create: true)
             meta = try environment.openDatabase("meta", create: true)
             relations = try environment.openDatabase("relations", create: true)
             leaves = try environment.openDatabase("leaves", create: true)
             roots = try environment.openDatabase("roots", create: true)
+            nodes = try environment.openDatabase("nodes", create: true)
         }
         try checkFormat(stampIfNew: !readOnly)
     }
@@ -266,7 +310,7 @@ public final class EventLog: @unchecked Sendable {
     /// Reads the record with sequence number `seq`, visible or not.
     public func record(_ seq: UInt64) throws -> Record? {
         try environment.withTransaction(readOnly: true) { txn in
-            try txn.get(events, key: keyBytes(seq)).map { try RecordCodec.decode($0) }
+            try txn.get(events, key: keyBytes(seq)).map { try RecordCodec.decode($0, seq: seq, file: dataFile) }
         }
     }
 

@@ -55,6 +55,31 @@ public final class EventLogWriter: @unchecked Sendable {
         lastSeq = durable.head
         writtenSeq = durable.head
         try dropTail(after: durable.head)
+        try buildMissingNodes()
+    }
+
+    /// A log written before the `nodes` sub-database existed gets its interior node hashes once, from
+    /// its leaves (one pass, no record re-read), so that proofs over it take O(log n) reads too.
+    private func buildMissingNodes() throws {
+        guard let nodes = log.nodes, durable.head > 0 else { return }
+        let empty = try log.environment.withTransaction(readOnly: true) { txn in try txn.lastKey(nodes) == nil }
+        guard empty else { return }
+        var frontier = MerkleFrontier()
+        var pending: [(key: [UInt8], hash: Hash)] = []
+        func write() throws {
+            let batch = pending
+            pending.removeAll(keepingCapacity: true)
+            try writeTransaction("writing the Merkle nodes of an older log") { txn in
+                for node in batch { try txn.put(nodes, key: node.key, value: node.hash, append: true) }
+            }
+        }
+        try log.scanLeaves(upTo: durable.head) { seq, leaf in
+            frontier.append(leaf: leaf) { height, hash in
+                if height >= MerkleNodes.minimumHeight { pending.append((MerkleNodes.key(endSeq: seq, height: height), hash)) }
+            }
+            if pending.count >= 50_000 { try write() }
+        }
+        if !pending.isEmpty { try write() }
     }
 
     /// Appends a record built by `build` (a header written with ``RecordCodec/writeHeader(_:to:)``
@@ -121,14 +146,17 @@ public final class EventLogWriter: @unchecked Sendable {
         var headFrontier = target.head == durable.head ? durableFrontier : nil
         var leafHashes: [Hash] = []
         leafHashes.reserveCapacity(writeCount)
+        var nodeHashes: [(key: [UInt8], hash: Hash)] = []
         arena.bytes.withUnsafeBytes { all in
             for i in 0..<writeCount {
                 let end = i + 1 < writeCount ? offsets[i + 1] : writeEnd
                 let record = UnsafeRawBufferPointer(rebasing: all[offsets[i]..<end])
                 let leaf = MerkleFrontier.leafHash(record)
                 leafHashes.append(leaf)
-                frontier.append(leaf: leaf)
                 let seq = first + UInt64(i)
+                frontier.append(leaf: leaf) { height, hash in
+                    if height >= MerkleNodes.minimumHeight { nodeHashes.append((MerkleNodes.key(endSeq: seq, height: height), hash)) }
+                }
                 if seq == target.head { headFrontier = frontier }
             }
         }
@@ -147,6 +175,9 @@ public final class EventLogWriter: @unchecked Sendable {
                             try txn.put(log.leaves, key: key, value: leafHashes[i], append: true)
                         }
                     }
+                    if let nodes = log.nodes {
+                        for node in nodeHashes { try txn.put(nodes, key: node.key, value: node.hash, append: true) }
+                    }
                     for (oid, seq) in relations {
                         try txn.put(log.relations, key: keyBytes(oid), value: keyBytes(seq))
                     }
@@ -161,7 +192,14 @@ public final class EventLogWriter: @unchecked Sendable {
                 }
                 break
             } catch let error as LMDBError where error.isMapFull {
-                try log.environment.setMapSize(log.environment.mapSize * 2)
+                do {
+                    try log.environment.setMapSize(log.environment.mapSize * 2)
+                } catch let grow as LMDBError {
+                    throw EventLogError.write(grow, what: "log", path: log.path, operation: "growing the map to \(byteSize(UInt64(log.environment.mapSize) * 2))")
+                }
+            } catch let error as LMDBError {
+                // Nothing above changed this writer's state: the same flush can be retried.
+                throw EventLogError.write(error, what: "log", path: log.path, operation: "committing \(byteSize(UInt64(writeEnd)))")
             }
         }
         writtenSeq = first + UInt64(writeCount) - 1
@@ -197,7 +235,7 @@ public final class EventLogWriter: @unchecked Sendable {
     /// Records the source identity and state (used by `cdc init`), durably.
     public func setSource(_ identity: SourceIdentity, state: LogState) throws {
         let json = try JSONEncoder().encode(identity)
-        try log.environment.withTransaction(readOnly: false) { txn in
+        try writeTransaction("recording the source identity") { txn in
             try txn.put(log.meta, key: EventLog.MetaKey.source, value: Array(json))
             try txn.put(log.meta, key: EventLog.MetaKey.state, value: Array(state.rawValue.utf8))
         }
@@ -216,7 +254,7 @@ public final class EventLogWriter: @unchecked Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let json = try encoder.encode(history)
-        try log.environment.withTransaction(readOnly: false) { txn in
+        try writeTransaction("recording the privacy policy") { txn in
             try txn.put(log.meta, key: EventLog.MetaKey.privacy, value: Array(json))
         }
         return true
@@ -235,7 +273,11 @@ public final class EventLogWriter: @unchecked Sendable {
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else {
             let failure = errno
-            throw EventLogError(.openFailed, "cannot open \(path): \(String(cString: strerror(failure)))", call: "open(\(path))", returnCode: failure)
+            let fix = failure == EROFS || failure == EACCES || failure == EPERM
+                ? " — the writer must write the log: make \(directory) writable by this user (or remount it read-write), or set [log] path to a writable directory"
+                : ""
+            throw EventLogError(.openFailed, "cannot open \(path) for writing: \(String(cString: strerror(failure))) (errno \(failure))\(fix)",
+                                call: "open(\(path))", returnCode: failure)
         }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
             let failure = errno
@@ -257,12 +299,11 @@ public final class EventLogWriter: @unchecked Sendable {
         let last: UInt64 = try log.environment.withTransaction(readOnly: true) { txn in
             try txn.lastKey(log.events).flatMap { $0.withUnsafeBytes(readU64) } ?? 0
         }
-        writtenFrontier = durableFrontier
-        guard last > head else { writtenSeq = head; return }
+        guard last > head else { writtenSeq = head; writtenFrontier = durableFrontier; return }
         var seq = head + 1
         while seq <= last {
             let end = min(last, seq + 50_000)
-            try log.environment.withTransaction(readOnly: false) { txn in
+            try writeTransaction("deleting an unfinished transaction's records \(seq)...\(end)") { txn in
                 for s in seq...end {
                     try txn.delete(log.events, key: keyBytes(s))
                     try txn.delete(log.leaves, key: keyBytes(s))
@@ -270,7 +311,25 @@ public final class EventLogWriter: @unchecked Sendable {
             }
             seq = end + 1
         }
+        if let nodes = log.nodes {
+            try writeTransaction("deleting an unfinished transaction's Merkle nodes") { txn in
+                var keys: [[UInt8]] = []
+                try txn.scan(nodes, from: MerkleNodes.key(endSeq: head + 1, height: 0)) { key, _ in keys.append(Array(key)); return true }
+                for key in keys { _ = try txn.delete(nodes, key: key) }
+            }
+        }
         writtenSeq = head
+        writtenFrontier = durableFrontier
+    }
+
+    /// One write transaction; a failure of the storage becomes an ``EventLogError`` of code `storage`
+    /// naming the log, the operation and the errno.
+    private func writeTransaction(_ operation: @autoclosure () -> String, _ body: (LMDBTransaction) throws -> Void) throws {
+        do {
+            try log.environment.withTransaction(readOnly: false, body)
+        } catch let error as LMDBError {
+            throw EventLogError.write(error, what: "log", path: log.path, operation: operation())
+        }
     }
 }
 

@@ -44,6 +44,8 @@ public struct VerificationReport: Sendable {
     public var records: UInt64 = 0
     public var transactions: UInt64 = 0
     public var rootsChecked = 0
+    /// Interior Merkle node hashes (the `nodes` sub-database) found equal to the recomputed ones.
+    public var nodesChecked = 0
     public var head: UInt64 = 0
     public var root: Hash = []
     public var digestChecked = false
@@ -96,13 +98,22 @@ extension EventLog {
         var frontier = MerkleFrontier()
         var checkedUpTo = max(last, digest?.seq ?? 0)
         checkedUpTo = min(checkedUpTo, head)
+        var nodes = try storedNodes(through: checkedUpTo)
+        /// Compares a subtree the recomputation completed with the one stored, when stored.
+        func checkNode(_ seq: UInt64, _ height: UInt8, _ hash: Hash) throws {
+            guard height >= MerkleNodes.minimumHeight, let stored = nodes.removeValue(forKey: MerkleNodes.key(endSeq: seq, height: height)) else { return }
+            guard stored == hash else {
+                throw VerificationFailure(seq: seq, reason: "the Merkle node of height \(height) ending at this seq does not match the records (proofs would use it)")
+            }
+            report.nodesChecked += 1
+        }
 
         // Leaves before `from` are taken as stored (their records are not re-read).
         if first > 1 {
             var expected: UInt64 = 1
             try scanLeaves(upTo: first - 1) { seq, leaf in
                 guard seq == expected else { throw VerificationFailure(seq: expected, reason: "leaf hash missing") }
-                frontier.append(leaf: leaf)
+                try frontier.append(leaf: leaf) { try checkNode(seq, $0, $1) }
                 expected += 1
             }
             guard expected == first else { throw VerificationFailure(seq: expected, reason: "leaf hash missing") }
@@ -140,7 +151,7 @@ extension EventLog {
                     throw fail(seq, "refers to relation record \(h.relationSeq), which does not precede it")
                 }
                 if relationOIDs[h.relationSeq] == nil {
-                    guard let target = try self.record(h.relationSeq), case .relation(let definition) = target.body else {
+                    guard let definition = try self.relationDefinition(h.relationSeq) else {
                         throw fail(seq, "refers to seq \(h.relationSeq), which is not a relation record")
                     }
                     relationOIDs[h.relationSeq] = definition.oid
@@ -149,7 +160,7 @@ extension EventLog {
                 break
             }
             if h.flags.contains(.endOfTransaction) { report.transactions += 1 }
-            frontier.append(leaf: leaf)
+            try frontier.append(leaf: leaf) { try checkNode(seq, $0, $1) }
             if let root = storedRoots[seq] {
                 guard root == frontier.root else {
                     throw fail(seq, "the Merkle root stored at this head does not match the records up to it: history before it was rewritten")
@@ -167,6 +178,10 @@ extension EventLog {
             expected = seq + 1
         }
         if expected <= checkedUpTo { throw fail(expected, "record is missing") }
+        if let stray = nodes.keys.min(by: { $0.lexicographicallyPrecedes($1) }) {
+            let end = stray.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+            throw fail(end, "a Merkle node of height \(stray.last ?? 0) is stored ending at this seq, which the tree does not have")
+        }
         if checkedUpTo == head, head > 0 {
             guard previous?.flags.contains(.endOfTransaction) == true else {
                 throw fail(head, "the head is not at the end of a transaction")

@@ -86,13 +86,29 @@ public func runUntilStopped<T: Sendable>(name: String, stop: StopSignal, stopOnS
 /// Runs `body` on a new thread (not Swift's cooperative pool: libpq and LMDB calls block) and returns
 /// its result.
 public func runOnDedicatedThread<T: Sendable>(name: String, _ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
+    let work = DedicatedWork(body)
+    return try await withCheckedThrowingContinuation { continuation in
         let thread = Thread {
-            continuation.resume(with: Result { try body() })
+            // The body (and whatever it captured) is released before the caller resumes, so no
+            // deinit runs on this thread after the caller has gone on (e.g. to exit the process).
+            continuation.resume(with: work.run())
         }
         thread.name = name
         thread.stackSize = 8 << 20
         thread.start()
+    }
+}
+
+/// A body run once on a dedicated thread, dropped as soon as it has run.
+private final class DedicatedWork<T: Sendable>: @unchecked Sendable {
+    private var body: (@Sendable () throws -> T)?
+
+    init(_ body: @escaping @Sendable () throws -> T) { self.body = body }
+
+    func run() -> Result<T, Error> {
+        let result = Result { try body!() }
+        body = nil
+        return result
     }
 }
 
@@ -253,6 +269,9 @@ public final class ServiceHealth: Sendable {
             case .stopped: problems.append(.init(code: "projection_not_loaded", message: "projection has stopped"))
             }
         }
+        if case .paused(let code, let message) = history.phase {
+            problems.append(.init(code: code, message: "the history index is paused: \(message)"))
+        }
         problems += stalls()
         problems += currentConditions
         return problems
@@ -271,8 +290,9 @@ public final class RateLimitedLog: Sendable {
 
     /// Logs `message` at `level` unless the same `key` was logged less than `interval` ago; the line
     /// that gets through says how many were held back (`cdc.repeated`).
+    /// The line names the caller's module and source position, as a direct `logger.log` would.
     public func log(_ logger: Logger, _ level: Logger.Level, key: String, _ message: @autoclosure () -> Logger.Message,
-                    metadata: Logger.Metadata = [:]) {
+                    metadata: Logger.Metadata = [:], file: String = #fileID, function: String = #function, line: UInt = #line) {
         let now = monotonicSeconds()
         let suppressed: Int? = state.withLock { entries in
             if let entry = entries[key], now - entry.last < interval {
@@ -286,7 +306,7 @@ public final class RateLimitedLog: Sendable {
         guard let suppressed else { return }
         var metadata = metadata
         if suppressed > 0 { metadata["cdc.repeated"] = "\(suppressed)" }
-        logger.log(level: level, message(), metadata: metadata)
+        logger.log(level: level, message(), metadata: metadata, file: file, function: function, line: line)
     }
 
     /// Forgets `key`, so the next failure after a recovery is logged at once.

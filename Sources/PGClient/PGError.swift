@@ -273,8 +273,11 @@ public struct PGError: Error, CustomStringConvertible, Sendable {
         case .connection:
             // A failed connection has no SQLSTATE in libpq (PQconnectdbParams reports only text), so
             // here, and only here, the decision reads libpq's and the server's (English) message.
+            // The role refused at connection time: also when REPLICATION or LOGIN was revoked while
+            // cdc ran (a reconnect must stop and say so, not retry forever).
             return message.contains("password authentication failed") || message.contains("no password supplied")
-                || message.contains("no pg_hba.conf entry")
+                || message.contains("no pg_hba.conf entry") || message.contains("must be superuser or replication role")
+                || message.contains("is not permitted to log in") || message.contains("permission denied for database")
         case .protocol:
             return false
         }

@@ -53,6 +53,9 @@ final class DimensionProjector {
     var touched: [Int64: Version] = [:]
     /// Rows already in the warehouse that the batch removes (a version cancelled within its transaction).
     var removed: [Int64] = []
+    /// The last version (the DELETE row) of every business key deleted at the source and not current
+    /// since: what a fact naming such a key points at (no inferred member resurrects it).
+    var lastDeleted: [[String?]: Int64] = [:]
 
     init(spec: ProjectionMapping.Dimension, catalog: [String: WarehouseColumn]) throws {
         self.spec = spec
@@ -105,6 +108,17 @@ final class DimensionProjector {
             let row = (0..<layout.columns.count).map { result.value(r, $0) }
             let version = Version(key: Int64(row[keyColumn]!)!, row: row, openedLSN: row[cLSN].flatMap { LSN($0)?.value } ?? 0, existed: true)
             current[businessKeyColumns.map { row[$0] }] = version
+        }
+        // A key without a current version has been deleted: its highest surrogate key is its DELETE row
+        // (keys are assigned in log order).
+        let businessKey = spec.businessKey.map(quoteIdentifier).joined(separator: ", ")
+        let deleted = try connection.execute("""
+            SELECT max(\(key)), \(businessKey) FROM \(table) WHERE \(key) >= 0 GROUP BY \(businessKey) HAVING NOT bool_or(is_current)
+            """)
+        lastDeleted = [:]
+        for r in 0..<deleted.rowCount {
+            guard let last = Int64(deleted.value(r, 0) ?? "") else { continue }
+            lastDeleted[(1...spec.businessKey.count).map { deleted.value(r, $0) }] = last
         }
         let max = try connection.execute("SELECT greatest(coalesce(max(\(key)), 0), 0) FROM \(table)")
         nextKey = (Int64(max.value(0, 0) ?? "0") ?? 0) + 1
@@ -225,6 +239,7 @@ final class DimensionProjector {
             // Updated then deleted by one transaction: the update's version becomes the deletion.
             version.row[cChangeType] = "DELETE"
             close(version, ctx)
+            lastDeleted[key] = version.key
             return
         }
         close(version, ctx)
@@ -237,6 +252,7 @@ final class DimensionProjector {
         row[cChangeType] = "DELETE"
         row[cLSN] = ctx.lsnText
         touched[deletionKey] = Version(key: deletionKey, row: row, openedLSN: ctx.lsn, existed: false)
+        lastDeleted[key] = deletionKey
     }
 
     /// Truncate: every current version closed, each with its DELETE row, in surrogate-key order.
@@ -244,14 +260,17 @@ final class DimensionProjector {
         for (key, _) in current.sorted(by: { $0.value.key < $1.value.key }) { delete(key, ctx) }
     }
 
-    /// The surrogate key of the version of `key` current now; -1 for a NULL key; an inferred member
-    /// when the key has no current version.
+    /// The surrogate key of the version of `key` current now; -1 for a NULL key; for a key deleted at
+    /// the source (and not inserted again), its last version, the DELETE row (Kimball: a fact of a
+    /// retired member points at the member's last row; no current row comes back for it); an inferred
+    /// member when the key was never seen.
     func resolve(_ key: [String?], _ ctx: ChangeContext) -> String {
         guard !key.isEmpty, !key.contains(where: { $0 == nil }) else { return "-1" }
         if let version = current[key] {
             version.cancellable = false
             return String(version.key)
         }
+        if let last = lastDeleted[key] { return String(last) }
         var row = [String?](repeating: nil, count: layout.columns.count)
         let surrogate = nextKey
         nextKey += 1

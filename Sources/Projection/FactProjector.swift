@@ -1,4 +1,5 @@
 import EventLog
+import Foundation
 import PGClient
 
 /// Folds the changes of a source table (and of the tables that complete it later) into a fact table.
@@ -73,6 +74,16 @@ final class FactProjector {
     var truncated = false
     /// Milestones cleared on every row by a truncate of their source: (column positions, context).
     var clearedMilestones: [([Int], ChangeContext)] = []
+
+    /// Early-arriving milestones (Kimball's early-arriving facts): a milestone change whose fact row
+    /// does not exist (yet), by grain, then milestone index. Applied when a fact row with that grain
+    /// arrives. Kept in memory between batches like the dimensions' current versions (loaded from
+    /// `cdc_early_arrivals`, which every batch updates in its own transaction).
+    var early: [[String?]: [Int: EarlyArrival]] = [:]
+    /// The entries in the warehouse table, and those the batch changed (or the milestones it cleared).
+    var earlyStored: Set<EarlyArrival.Key> = []
+    var earlyTouched: Set<EarlyArrival.Key> = []
+    var earlyCleared: Set<Int> = []
 
     init(spec: ProjectionMapping.Fact, catalog: [String: WarehouseColumn]) throws {
         self.spec = spec
@@ -204,6 +215,7 @@ final class FactProjector {
             if let existing = rows[old] ?? rows[grain] {
                 if old != grain { rows[old] = nil; rows[grain] = existing }
                 update(existing, after, plan: plan, ctx, clock: clock)
+                if old != grain { adoptEarly(existing, grain, ctx) }
             } else {
                 insert(grain, after, plan: plan, ctx, clock: clock)
             }
@@ -235,6 +247,7 @@ final class FactProjector {
         fact.row[cLSN] = ctx.lsnText
         rows[grain] = fact
         noteParent(fact, grain)
+        adoptEarly(fact, grain, ctx)
     }
 
     func noteParent(_ fact: Row, _ grain: [String?]) {
@@ -269,7 +282,9 @@ final class FactProjector {
         func keys(_ text: String?) -> (date: Int, time: Int)? {
             guard let text else { return nil }
             if let known = parsed.first(where: { $0.0 == text }) { return known.1 }
-            let keys = clock.keys(of: text)
+            // A timestamp with no calendar key (±infinity, a year past 9999, BC) is the unknown key -1,
+            // as a NULL dimension key is: a NULL would break a NOT NULL key and stop the projection.
+            let keys = clock.keys(of: text) ?? (date: -1, time: -1)
             parsed.append((text, keys))
             return keys
         }
@@ -334,21 +349,26 @@ final class FactProjector {
             guard clear else { return }
             clearedMilestones.append((milestone.columns, ctx))
             for (_, fact) in rows { set(fact, milestone.columns, nil, ctx) }
+            clearEarly(index)
         case .snapshot, .insert, .update:
             guard let after else { return }
             let grain = plan.values(after, grainRange)
-            if let before, case let old = plan.values(before, grainRange), old != grain, clear, let fact = rows[old] {
-                set(fact, milestone.columns, nil, ctx)
+            if let before, case let old = plan.values(before, grainRange), old != grain, clear {
+                if let fact = rows[old] { set(fact, milestone.columns, nil, ctx) } else { dropEarly(index, old) }
             }
-            guard let fact = rows[grain] else { return }
+            guard let fact = rows[grain] else {
+                keepEarly(index, grain, after, plan: plan, ctx)
+                return
+            }
             for (i, column) in milestone.columns.enumerated() {
                 if case .value(let v) = plan.incoming(after, first + i) { fact.row[column] = v }
             }
             fact.row[cUpdated] = ctx.timestamp
             fact.row[cLSN] = ctx.lsnText
         case .delete:
-            guard clear, let before, let fact = rows[plan.values(before, grainRange)] else { return }
-            set(fact, milestone.columns, nil, ctx)
+            guard clear, let before else { return }
+            let grain = plan.values(before, grainRange)
+            if let fact = rows[grain] { set(fact, milestone.columns, nil, ctx) } else { dropEarly(index, grain) }
         default:
             break
         }
@@ -358,6 +378,124 @@ final class FactProjector {
         for column in columns { fact.row[column] = value }
         fact.row[cUpdated] = ctx.timestamp
         fact.row[cLSN] = ctx.lsnText
+    }
+
+    // MARK: Early-arriving milestones
+
+    /// Keeps milestone `index`'s values for `grain`, whose fact row does not exist: on top of what an
+    /// earlier change kept (an unchanged TOASTed value keeps the kept one).
+    func keepEarly(_ index: Int, _ grain: [String?], _ after: [Incoming], plan: SourcePlan, _ ctx: ChangeContext) {
+        guard !grain.contains(where: { $0 == nil }) else { return }
+        let first = grainColumns.count
+        var entry = early[grain]?[index] ?? EarlyArrival(values: Array(repeating: nil, count: milestones[index].columns.count), lsn: "", time: "")
+        for i in entry.values.indices {
+            if case .value(let v) = plan.incoming(after, first + i) { entry.values[i] = .some(v) }
+        }
+        entry.lsn = ctx.lsnText
+        entry.time = ctx.timestamp
+        early[grain, default: [:]][index] = entry
+        earlyTouched.insert(.init(grain: grain, milestone: index))
+    }
+
+    /// The milestone row kept for `grain` went (deleted, or moved to another grain) before its fact came.
+    func dropEarly(_ index: Int, _ grain: [String?]) {
+        guard early[grain]?.removeValue(forKey: index) != nil else { return }
+        if early[grain]?.isEmpty == true { early[grain] = nil }
+        earlyTouched.insert(.init(grain: grain, milestone: index))
+    }
+
+    /// A truncate of milestone `index`'s source (`on_delete = "clear"`): nothing of it waits any more.
+    func clearEarly(_ index: Int) {
+        for grain in Array(early.keys) { dropEarly(index, grain) }
+        earlyCleared.insert(index)
+        earlyStored = earlyStored.filter { $0.milestone != index }
+    }
+
+    /// A fact row now has `grain`: the milestones that came before it are applied, as of its change.
+    func adoptEarly(_ fact: Row, _ grain: [String?], _ ctx: ChangeContext) {
+        guard !early.isEmpty, let waiting = early.removeValue(forKey: grain) else { return }
+        for (index, entry) in waiting.sorted(by: { $0.key < $1.key }) {
+            for (i, column) in milestones[index].columns.enumerated() {
+                if case .some(let value) = entry.values[i] { fact.row[column] = value }
+            }
+            earlyTouched.insert(.init(grain: grain, milestone: index))
+        }
+        fact.row[cUpdated] = ctx.timestamp
+        fact.row[cLSN] = ctx.lsnText
+    }
+
+    /// The batch's changes to `cdc_early_arrivals`; marks them stored.
+    func drainEarly() -> EarlyArrival.Writes {
+        var writes = EarlyArrival.Writes(cleared: earlyCleared.sorted().map { milestones[$0].spec.source })
+        for key in earlyTouched {
+            if earlyStored.contains(key) { writes.deleted.append(key) }
+            if let entry = early[key.grain]?[key.milestone] {
+                writes.inserted.append((key, entry))
+                earlyStored.insert(key)
+            } else {
+                earlyStored.remove(key)
+            }
+        }
+        earlyTouched = []
+        earlyCleared = []
+        return writes
+    }
+
+    /// Reads every fact's early arrivals (creating the table in a schema of an older cdc).
+    static func loadEarly(_ facts: [FactProjector], _ connection: PGConnection, schema: String) throws {
+        if facts.contains(where: { !$0.milestones.isEmpty }) { try WarehouseSchema.ensureEarlyArrivals(connection, schema: schema) }
+        for f in facts { try f.loadEarly(connection, schema: schema) }
+    }
+
+    /// Reads this fact's early arrivals from the warehouse.
+    func loadEarly(_ connection: PGConnection, schema: String) throws {
+        early = [:]
+        earlyStored = []
+        earlyTouched = []
+        earlyCleared = []
+        guard !milestones.isEmpty else { return }
+        let result = try connection.query("SELECT milestone, grain::text, milestone_values::text FROM \(quoteIdentifier(schema)).cdc_early_arrivals WHERE fact_table = $1",
+                                          [spec.table])
+        for r in 0..<result.rowCount {
+            guard let index = milestones.firstIndex(where: { $0.spec.source == result.value(r, 0) }),
+                  let grain = EarlyArrival.decodeArray(result.value(r, 1)),
+                  let values = EarlyArrival.decodeObject(result.value(r, 2)) else { continue }
+            let entry = EarlyArrival(values: milestones[index].spec.columns.map { values[$0] }, lsn: "", time: "")
+            early[grain, default: [:]][index] = entry
+            earlyStored.insert(.init(grain: grain, milestone: index))
+        }
+    }
+
+    /// Writes the batch's early arrivals, inside the batch's warehouse transaction.
+    func writeEarly(_ writes: EarlyArrival.Writes, _ connection: PGConnection, schema: String) throws {
+        let table = quoteIdentifier(schema) + ".cdc_early_arrivals"
+        if !writes.cleared.isEmpty {
+            try connection.query("DELETE FROM \(table) WHERE fact_table = $1 AND milestone = ANY($2::text[])", [spec.table, arrayLiteral(writes.cleared)])
+        }
+        if !writes.deleted.isEmpty {
+            let list = "[" + writes.deleted.map { key in
+                "{\"milestone\":\(EarlyArrival.json(milestones[key.milestone].spec.source)),\"grain\":\(EarlyArrival.json(key.grain))}"
+            }.joined(separator: ",") + "]"
+            try connection.query("""
+                DELETE FROM \(table) e USING jsonb_to_recordset($2::jsonb) AS d(milestone text, grain jsonb)
+                WHERE e.fact_table = $1 AND e.milestone = d.milestone AND e.grain = d.grain
+                """, [spec.table, list])
+        }
+        if !writes.inserted.isEmpty {
+            let list = "[" + writes.inserted.map { key, entry in
+                let columns = milestones[key.milestone].spec.columns
+                let values = zip(columns, entry.values).compactMap { column, value in
+                    value.map { EarlyArrival.json(column) + ":" + EarlyArrival.json($0) }
+                }
+                return "{\"milestone\":\(EarlyArrival.json(milestones[key.milestone].spec.source)),\"grain\":\(EarlyArrival.json(key.grain)),"
+                    + "\"v\":{\(values.joined(separator: ","))},\"lsn\":\(EarlyArrival.json(entry.lsn)),\"time\":\(EarlyArrival.json(entry.time))}"
+            }.joined(separator: ",") + "]"
+            try connection.query("""
+                INSERT INTO \(table) (fact_table, milestone, grain, milestone_values, source_lsn, commit_time)
+                SELECT $1, d.milestone, d.grain, d.v, d.lsn::pg_lsn, d.time::timestamptz
+                FROM jsonb_to_recordset($2::jsonb) AS d(milestone text, grain jsonb, v jsonb, lsn text, time text)
+                """, [spec.table, list])
+        }
     }
 
     // MARK: Writing
@@ -373,6 +511,8 @@ final class FactProjector {
         var cascade: [String]
         /// Every row the batch leaves, by grain: rows with `existed` are updated, the others inserted.
         var rows: [[String?]: Row]
+        /// Changes to `cdc_early_arrivals`.
+        var early = EarlyArrival.Writes()
     }
 
     /// The batch's writes; resets the batch.
@@ -382,7 +522,7 @@ final class FactProjector {
             if let original = fact.originalGrain, original != grain { gone.insert(original) }
         }
         let writes = Writes(truncated: truncated, cleared: clearedMilestones, deleted: deletedIdentities, deletedGrains: gone,
-                            cascade: cascadeKeys, rows: rows)
+                            cascade: cascadeKeys, rows: rows, early: drainEarly())
         rows = [:]
         rowsByParent = [:]
         deletedIdentities = []
@@ -403,5 +543,55 @@ final class FactProjector {
             rows = writes.rows
             deleted = writes.deletedGrains
         }
+    }
+}
+
+/// A milestone kept for a fact row that has not arrived: the values of the milestone's columns (nil:
+/// not sent, an unchanged TOASTed value), and the commit of the change that set them last.
+struct EarlyArrival {
+    var values: [String??]
+    var lsn: String
+    var time: String
+
+    struct Key: Hashable {
+        var grain: [String?]
+        var milestone: Int
+    }
+
+    /// A batch's changes to `cdc_early_arrivals`, in the order they run: the milestones cleared (by
+    /// source table), the entries removed or rewritten, the entries written.
+    struct Writes {
+        var cleared: [String] = []
+        var deleted: [Key] = []
+        var inserted: [(Key, EarlyArrival)] = []
+    }
+
+    /// A JSON string (or null).
+    static func json(_ value: String?) -> String {
+        guard let value else { return "null" }
+        var out = "\""
+        for c in value.unicodeScalars {
+            switch c {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case _ where c.value < 0x20: out += "\\u" + String(c.value, radix: 16).leftPad(4)
+            default: out.unicodeScalars.append(c)
+            }
+        }
+        return out + "\""
+    }
+
+    static func json(_ values: [String?]) -> String { "[" + values.map(json).joined(separator: ",") + "]" }
+
+    /// A JSON array of strings and nulls, as jsonb prints it.
+    static func decodeArray(_ text: String?) -> [String?]? {
+        guard let text, let array = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [Any] else { return nil }
+        return array.map { $0 as? String }
+    }
+
+    /// A JSON object of strings and nulls: present keys map to `.some(value)`.
+    static func decodeObject(_ text: String?) -> [String: String?]? {
+        guard let text, let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else { return nil }
+        return object.mapValues { $0 as? String }
     }
 }

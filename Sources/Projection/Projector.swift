@@ -10,6 +10,13 @@ import PGClient
 /// table and a COPY of the new rows, and the checkpoint (the last applied log record) last. A crash
 /// anywhere leaves the warehouse at the previous checkpoint, and the batch is folded again from there.
 ///
+/// A source transaction bigger than a batch (4 × `maxRecords`) is folded and written in chunks, all in
+/// one warehouse transaction that stays open from its first chunk (which locks and checks the
+/// checkpoint) to its last (which moves the checkpoint and commits): readers see the warehouse before
+/// the source transaction or after it, never in between, and memory follows the chunk. Every chunk
+/// after the first is folded against the writer's connection, whose open transaction shows the
+/// earlier chunks. The checkpoint is therefore always the end of a source transaction.
+///
 /// Surrogate keys are assigned in log order (1, 2, 3, ... per table), so a replay of the same log
 /// builds the same warehouse, key for key, whatever its batch boundaries.
 ///
@@ -43,12 +50,23 @@ public final class Projector {
     var facts: [FactProjector] = []
     /// What each source table feeds, by `schema.table`.
     var handlers: [String: [Handler]] = [:]
-    var relations: [UInt64: RelationDefinition] = [:]
     var handlersByRelation: [UInt64: [Handler]] = [:]
     var contexts: (lsn: UInt64, context: ChangeContext)?
     var stagingCreated: Set<String> = []
+    /// Staging tables filled in the open warehouse transaction (ON COMMIT DELETE ROWS empties them only
+    /// at its end): emptied before the next chunk fills them again.
+    var stagedInTransaction: Set<String> = []
+    /// A warehouse transaction is open on `connection`, holding the chunks written so far of a source
+    /// transaction that ``write(_:)`` has not finished (writer's side).
+    var transactionOpen = false
+    /// The last folded batch ended inside a source transaction (folder's side).
+    var foldedInside = false
     /// The last log record applied to the warehouse.
     public private(set) var position: UInt64 = 0
+    /// Called as a batch makes progress (every few thousand records folded, every warehouse statement
+    /// and COPY buffer written), from the thread doing it: `cdc run` beats its projection loop's health
+    /// with it, so that a long batch is not taken for a stall while a hung one still is.
+    public var heartbeat: () -> Void = {}
     /// The warehouse tables the mapping writes.
     public var tables: [String] { mapping.dimensions.map(\.table) + mapping.facts.map(\.table) }
 
@@ -121,8 +139,10 @@ public final class Projector {
         }
         for d in dimensions { try d.load(connection, schema: schema) }
         for f in facts { try f.loadNextKey(connection, schema: schema) }
+        try FactProjector.loadEarly(facts, connection, schema: schema)  // early-arriving milestones (issue 10)
         position = checkpoint.lastSeq
         contexts = nil
+        foldedInside = false
     }
 
     // MARK: Batches
@@ -137,6 +157,12 @@ public final class Projector {
         var changes = 0
         /// The position the warehouse must be at for these writes to apply.
         var after: UInt64 = 0
+        /// The batch starts inside a source transaction: it continues the open warehouse transaction
+        /// of the chunks before it.
+        var continuesTransaction = false
+        /// The batch ends at the end of a source transaction: its write moves the checkpoint and
+        /// commits. Otherwise the warehouse transaction stays open for the next chunk.
+        var endsTransaction = true
         /// Warehouse rows the batch writes, by table.
         var rowCounts: [String: Int] {
             var counts: [String: Int] = [:]
@@ -148,56 +174,87 @@ public final class Projector {
         var blocksPipeline: Bool { facts.contains { $0.1.truncated || !$0.1.cleared.isEmpty } }
     }
 
-    /// Applies the next batch: whole transactions after the checkpoint, about `maxRecords` records
-    /// (a bigger transaction is split at 4 × `maxRecords`), none past `until`. Returns 0 records when
+    /// Applies the next batch: whole transactions after the checkpoint, about `maxRecords` records,
+    /// none past `until`, in one warehouse transaction. A source transaction of more than
+    /// 4 × `maxRecords` records is applied in chunks of that size within one warehouse transaction,
+    /// and `progress` is called after each chunk but the last (with the totals so far) while it stays
+    /// open: it commits only with the chunk that ends the source transaction. Returns 0 records when
     /// the log has nothing new (or the bound is reached).
-    public func step(maxRecords: Int = 20_000, until: Bound? = nil) throws -> Step {
-        let (batch, reachedBound) = try read(maxRecords: maxRecords, until: until)
-        guard !batch.isEmpty else { return Step(records: 0, changes: 0, reachedBound: reachedBound) }
+    public func step(maxRecords: Int = 20_000, until: Bound? = nil, progress: (Step) -> Void = { _ in }) throws -> Step {
+        var step = Step(records: 0, changes: 0, reachedBound: false)
         do {
-            let pending = try fold(batch, reader: connection, overlays: [:])
-            try write(pending)
-            return Step(records: pending.records, changes: pending.changes, reachedBound: reachedBound, rows: pending.rowCounts)
+            repeat {
+                let (batch, reachedBound, ends) = try read(maxRecords: maxRecords, until: until)
+                step.reachedBound = reachedBound
+                guard !batch.isEmpty else {
+                    if transactionOpen { throw Self.endsInside(position) }
+                    break
+                }
+                // The writer's connection: inside an open transaction it shows the earlier chunks.
+                let pending = try fold(batch, endsTransaction: ends, reader: connection, overlays: [:])
+                try write(pending)
+                step.records += pending.records
+                step.changes += pending.changes
+                step.rows.merge(pending.rowCounts, uniquingKeysWith: +)
+                if transactionOpen { progress(step) }
+            } while transactionOpen
         } catch {
             recover()
             throw error
         }
+        return step
+    }
+
+    /// The log ended inside a source transaction (it cannot: its head is always a transaction end).
+    static func endsInside(_ position: UInt64) -> WarehouseError {
+        WarehouseError(.other, "the log ends inside a source transaction after record \(position): nothing of it was applied; check the log with `cdc log verify`")
     }
 
     /// Applies the log up to its head (or `until`), folding each batch while the warehouse writes the
     /// previous one (a second connection reads the warehouse for the fold). For bulk replays.
-    /// `progress` is called with the position after each batch commits.
+    /// `progress` is called with the position after each batch commits. A source transaction bigger
+    /// than a batch is applied in chunks in one warehouse transaction, as by ``step(maxRecords:until:progress:)``.
     public func run(maxRecords: Int = 50_000, until: Bound? = nil, progress: (UInt64) -> Void = { _ in }) throws -> (records: Int, changes: Int) {
         let reader = try target.connect()
         let writer = BatchWriter()
         var records = 0, changes = 0
         var inFlight: Pending?
         defer { writer.finish() }
+        /// Waits for the batch in flight; reports its position if it committed.
+        func settle() throws {
+            try writer.wait()
+            if let done = inFlight, done.endsTransaction { progress(done.lastSeq) }
+            inFlight = nil
+        }
         do {
             while true {
-                let (batch, _) = try read(maxRecords: maxRecords, until: until)
-                if batch.isEmpty { break }
-                if inFlight?.blocksPipeline == true {
-                    try writer.wait()
-                    inFlight = nil
+                let (batch, _, ends) = try read(maxRecords: maxRecords, until: until)
+                if batch.isEmpty {
+                    try settle()
+                    if transactionOpen { throw Self.endsInside(position) }
+                    break
                 }
+                // The second connection shows what is committed and the overlay what the batch in
+                // flight writes. That is not enough after a truncate or a milestone clear, nor when the
+                // batch in flight continues an open warehouse transaction (the chunks before it are
+                // visible only on the writer's connection): then the writer finishes first.
+                if let p = inFlight, p.blocksPipeline || p.continuesTransaction { try settle() }
                 var overlays: [ObjectIdentifier: FactProjector.Overlay] = [:]
                 if let inFlight {
                     for (f, writes) in inFlight.facts {
                         overlays[ObjectIdentifier(f)] = FactProjector.Overlay(writes)
                     }
                 }
+                // The writer is idle when nothing is in flight: its connection (and open transaction) is free.
+                let view = inFlight == nil && transactionOpen ? connection : reader
+                let pending = try fold(batch, endsTransaction: ends, reader: view, overlays: overlays)
                 // The batch before the one in flight is committed once the writer is idle.
-                let pending = try fold(batch, reader: reader, overlays: overlays)
-                try writer.wait()
-                if let inFlight { progress(inFlight.lastSeq) }
+                try settle()
                 records += pending.records
                 changes += pending.changes
                 inFlight = pending
                 writer.submit { try self.write(pending) }
             }
-            try writer.wait()
-            if let inFlight { progress(inFlight.lastSeq) }
         } catch {
             try? writer.wait()
             recover()
@@ -206,10 +263,13 @@ public final class Projector {
         return (records, changes)
     }
 
-    /// Reads the next batch from the log, decoding each record inside short read transactions.
-    func read(maxRecords: Int, until: Bound?) throws -> ([(UInt64, ChangeRecord)], Bool) {
+    /// Reads the next batch from the log, decoding each record inside short read transactions: whole
+    /// transactions up to about `maxRecords` records, or the next 4 × `maxRecords` records of a bigger
+    /// one. Returns the batch, whether the bound stopped it, and whether it ends a source transaction
+    /// (false only for a chunk cut inside one; the log's head and a bound are transaction ends).
+    func read(maxRecords: Int, until: Bound?) throws -> (batch: [(UInt64, ChangeRecord)], reachedBound: Bool, endsTransaction: Bool) {
         var batch: [(UInt64, ChangeRecord)] = []
-        var reachedBound = false
+        var reachedBound = false, cutInside = false
         try log.scan(from: position + 1, to: nil, batch: min(maxRecords, 5_000)) { seq, bytes in
             let record = try ChangeRecord.decode(bytes)
             if let until, record.header.op != .message, Self.beyond(record.header, until) {
@@ -218,9 +278,14 @@ public final class Projector {
             }
             batch.append((seq, record))
             let endOfTransaction = record.header.flags.contains(.endOfTransaction)
-            return !(batch.count >= maxRecords && endOfTransaction) && batch.count < 4 * maxRecords
+            if batch.count >= maxRecords && endOfTransaction { return false }
+            if batch.count >= 4 * maxRecords {
+                cutInside = !endOfTransaction
+                return false
+            }
+            return true
         }
-        return (batch, reachedBound)
+        return (batch, reachedBound, !cutInside)
     }
 
     static func beyond(_ header: RecordHeader, _ bound: Bound) -> Bool {
@@ -233,20 +298,26 @@ public final class Projector {
     /// After a failure the in-memory state may be ahead of the warehouse: reload it from there.
     func recover() {
         _ = try? connection.execute("ROLLBACK")
+        transactionOpen = false
+        stagedInTransaction = []
         try? load()
     }
 
     /// Folds `batch` in log order. Fact rows it needs are read through `reader`, or taken from the
-    /// `overlays` of the batch in flight. Advances `position`.
-    func fold(_ batch: [(UInt64, ChangeRecord)], reader: PGConnection, overlays: [ObjectIdentifier: FactProjector.Overlay]) throws -> Pending {
+    /// `overlays` of the batch in flight. Advances `position`. A batch that continues a source
+    /// transaction needs a `reader` that shows the transaction's earlier chunks.
+    func fold(_ batch: [(UInt64, ChangeRecord)], endsTransaction: Bool, reader: PGConnection,
+              overlays: [ObjectIdentifier: FactProjector.Overlay]) throws -> Pending {
         var pending = Pending()
         pending.after = position
+        pending.continuesTransaction = foldedInside
+        pending.endsTransaction = endsTransaction
         // Rows the batch updates, deletes or looks up, fetched once.
         var needed: [ObjectIdentifier: Set<[String?]>] = [:]
         var definitions: [(ChangeRecord, RelationDefinition, [Handler])?] = []
         definitions.reserveCapacity(batch.count)
         for (seq, record) in batch {
-            if let definition = record.relation { relations[seq] = definition }
+            if let definition = record.relation { log.relationCatalog.remember(definition, at: seq) }
             guard record.header.relationSeq != 0, record.header.op != .relation, record.header.op != .message,
                   let definition = try relation(record.header.relationSeq) else { definitions.append(nil); continue }
             let feeds = feeding(record.header.relationSeq, definition)
@@ -278,7 +349,8 @@ public final class Projector {
                 try f.prefetch(grains, connection: reader, schema: target.schema, overlay: overlays[ObjectIdentifier(f)])
             }
         }
-        for item in definitions {
+        for (i, item) in definitions.enumerated() {
+            if i % 4096 == 4095 { heartbeat() }
             guard let (record, definition, feeds) = item else { continue }
             let ctx = context(record.header)
             pending.changes += 1
@@ -296,28 +368,46 @@ public final class Projector {
         pending.lastHeader = batch.last!.1.header
         pending.records = batch.count
         position = pending.lastSeq
+        foldedInside = !endsTransaction
         return pending
     }
 
     /// Writes a folded batch and its checkpoint in one warehouse transaction, after checking that the
-    /// warehouse is where the batch starts.
+    /// warehouse is where the batch starts. A chunk that ends inside a source transaction leaves the
+    /// transaction open (checkpoint untouched) for the next chunk, which writes into it without a new
+    /// check; the chunk that ends the source transaction moves the checkpoint and commits. On any
+    /// failure everything since the checkpoint is rolled back.
     func write(_ pending: Pending) throws {
-        try connection.execute("BEGIN")
+        let schema = quoteIdentifier(target.schema)
         do {
-            let schema = quoteIdentifier(target.schema)
-            let locked = try connection.query("SELECT last_seq FROM \(schema).cdc_checkpoint WHERE projection = $1 FOR UPDATE", [mapping.name])
-            guard locked.rowCount == 1, UInt64(locked.value(0, 0) ?? "") == pending.after else {
-                throw WarehouseError(.checkpointMoved, "the checkpoint of warehouse schema \(target.schema) moved under the projector (expected log record \(pending.after), found \(locked.rowCount == 1 ? locked.value(0, 0) ?? "NULL" : "no row")): another projector writes it, or the schema was swapped")
+            if !transactionOpen {
+                try connection.execute("BEGIN")
+                transactionOpen = true
+                let locked = try connection.query("SELECT last_seq FROM \(schema).cdc_checkpoint WHERE projection = $1 FOR UPDATE", [mapping.name])
+                guard locked.rowCount == 1, UInt64(locked.value(0, 0) ?? "") == pending.after else {
+                    throw WarehouseError(.checkpointMoved, "the checkpoint of warehouse schema \(target.schema) moved under the projector (expected log record \(pending.after), found \(locked.rowCount == 1 ? locked.value(0, 0) ?? "NULL" : "no row")): another projector writes it, or the schema was swapped")
+                }
             }
-            for (d, writes) in pending.dimensions { try write(d, writes) }
-            for (f, writes) in pending.facts { try write(f, writes) }
+            for (d, writes) in pending.dimensions {
+                try write(d, writes)
+                heartbeat()
+            }
+            for (f, writes) in pending.facts {
+                try write(f, writes)
+                heartbeat()
+            }
+            guard pending.endsTransaction else { return }
             let header = pending.lastHeader!
             try connection.query("UPDATE \(schema).cdc_checkpoint SET last_seq = $2, last_lsn = $3, last_commit_time = $4 WHERE projection = $1",
                                  [mapping.name, String(pending.lastSeq), header.lsn.description,
                                   header.commitTime.map { rfc3339(microseconds: $0) }])
             try connection.execute("COMMIT")
+            transactionOpen = false
+            stagedInTransaction = []
         } catch {
             _ = try? connection.execute("ROLLBACK")
+            transactionOpen = false
+            stagedInTransaction = []
             throw error
         }
     }
@@ -331,10 +421,7 @@ public final class Projector {
     }
 
     func relation(_ seq: UInt64) throws -> RelationDefinition? {
-        if let definition = relations[seq] { return definition }
-        guard let record = try log.record(seq), case .relation(let definition) = record.body else { return nil }
-        relations[seq] = definition
-        return definition
+        try log.relationDefinition(seq)
     }
 
     func context(_ header: RecordHeader) -> ChangeContext {
@@ -380,6 +467,7 @@ public final class Projector {
         }
         try update(f.layout, updates)
         try copy(inserts, into: table, layout: f.layout)
+        try f.writeEarly(batch.early, connection, schema: target.schema)  // early-arriving milestones (issue 10)
     }
 
     /// `(identity columns) IN (SELECT * FROM unnest($1::t1[], ...))`.
@@ -403,6 +491,8 @@ public final class Projector {
             try connection.execute("CREATE TEMP TABLE IF NOT EXISTS \(stage) ON COMMIT DELETE ROWS AS SELECT \((ids + layout.columns.map(quoteIdentifier)).joined(separator: ", ")) FROM \(table) WITH NO DATA")
             stagingCreated.insert(layout.table)
         }
+        // A chunk after the first of a source transaction: the earlier chunk's rows are still staged.
+        if !stagedInTransaction.insert(layout.table).inserted { try connection.execute("TRUNCATE pg_temp.\(stage)") }
         try copy(rows.map { $0.identity + $0.row }, into: "pg_temp." + stage, columns: layout.identity.indices.map { "cdc_id_\($0)" }.joined(separator: ", ") + ", " + layout.columnList)
         let sets = layout.columns.map { "\(quoteIdentifier($0)) = s.\(quoteIdentifier($0))" }.joined(separator: ", ")
         let match = layout.identity.enumerated().map { "t.\(quoteIdentifier(layout.columns[$0.element])) = s.cdc_id_\($0.offset)" }.joined(separator: " AND ")
@@ -418,6 +508,7 @@ public final class Projector {
         var next = 0
         try connection.copyIn("COPY \(table) (\(columns)) FROM STDIN") {
             guard next < rows.count else { return nil }
+            heartbeat()
             var chunk: [UInt8] = []
             chunk.reserveCapacity(256 * 1024)
             while next < rows.count, chunk.count < 256 * 1024 {

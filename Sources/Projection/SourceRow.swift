@@ -53,20 +53,19 @@ struct ChangeRecord {
     }
 
     static func tuple(_ r: inout ByteReader) throws -> [Incoming] {
-        let count = try r.varint()
-        guard count <= UInt64(r.remaining) else { throw FormatError.malformed("column count \(count)") }
-        var values: [Incoming] = []
-        values.reserveCapacity(Int(count))
-        for _ in 0..<count {
-            switch try r.u8() {
-            case 0x6E: values.append(.value(nil))
-            case 0x75: values.append(.unchanged)
-            case 0x74: values.append(.value(String(decoding: try r.blob(), as: UTF8.self)))
-            case let kind: throw FormatError.malformed("unknown datum kind \(kind)")
-            }
-        }
-        return values
+        var collector = IncomingCollector()
+        try TupleReader.read(&r, into: &collector)
+        return collector.values
     }
+}
+
+/// Collects a tuple's columns as ``Incoming`` values (one String per text value).
+struct IncomingCollector: TupleVisitor {
+    var values: [Incoming] = []
+    mutating func begin(columns: Int) { values.reserveCapacity(columns) }
+    mutating func null(column: Int) { values.append(.value(nil)) }
+    mutating func unchangedToast(column: Int) { values.append(.unchanged) }
+    mutating func text(column: Int, _ bytes: UnsafeRawBufferPointer) { values.append(.value(String(decoding: bytes, as: UTF8.self))) }
 }
 
 /// Where the columns a projector reads sit in one version of a source table.

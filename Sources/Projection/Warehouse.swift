@@ -116,6 +116,34 @@ public enum WarehouseSchema {
         );
         """
 
+    /// Milestones (`updated_by`) that came before their fact row, kept until it arrives; written in
+    /// the batch's transaction like the checkpoint. Created by `cdc init`, `cdc replay`, and by the
+    /// projector in a schema of an older cdc that lacks it.
+    static func earlyArrivalsDDL(_ schema: String) -> String {
+        """
+        CREATE TABLE IF NOT EXISTS \(quoteIdentifier(schema)).cdc_early_arrivals (
+            fact_table        text        NOT NULL,  -- the fact the milestone completes
+            milestone         text        NOT NULL,  -- its updated_by source table
+            grain             jsonb       NOT NULL,  -- the fact grain it waits for: a JSON array of text values
+            milestone_values  jsonb       NOT NULL,  -- the columns it sets: {"column": "text value" or null}
+            source_lsn        pg_lsn      NOT NULL,  -- commit LSN of the milestone change kept
+            commit_time       timestamptz,           -- its commit time
+            PRIMARY KEY (fact_table, milestone, grain)
+        );
+        """
+    }
+
+    /// Creates `cdc_early_arrivals` when `schema` (built by an older cdc) lacks it.
+    static func ensureEarlyArrivals(_ connection: PGConnection, schema: String) throws {
+        let exists = try connection.query("SELECT to_regclass($1) IS NOT NULL", [quoteIdentifier(schema) + ".cdc_early_arrivals"])
+        guard exists.value(0, 0) != "t" else { return }
+        do {
+            try connection.execute(earlyArrivalsDDL(schema))
+        } catch let error as PGError {
+            throw WarehouseError(.other, "warehouse schema \(schema) has no cdc_early_arrivals table (built by an older cdc) and cdc cannot create it: \(error.messageAndHint) — grant the projector's role CREATE on schema \(schema), or create it as printed by `cdc init` on a new schema", underlying: error)
+        }
+    }
+
     /// `system_identifier/database/slot` of a log.
     public static func logSource(_ identity: SourceIdentity) -> String {
         "\(identity.systemIdentifier)/\(identity.database)/\(identity.slot)"
@@ -171,6 +199,7 @@ public enum WarehouseSchema {
             let created: Bool
             if let existing = try checkpoint(connection, schema: schema, projection: mapping.name) {
                 try check(existing, schema: schema, mapping: mapping, logSource: logSource)
+                try ensureEarlyArrivals(connection, schema: schema)
                 created = false
             } else {
                 let tables = try connection.query("""
@@ -183,6 +212,7 @@ public enum WarehouseSchema {
                 try connection.execute("CREATE SCHEMA IF NOT EXISTS \(quoted)")
                 try runDDL(connection, schema: schema, mapping: mapping)
                 try connection.execute(checkpointDDL)
+                try connection.execute(earlyArrivalsDDL(schema))
                 try connection.query("INSERT INTO cdc_checkpoint (projection, schema_version, last_seq, log_source) VALUES ($1, $2, 0, $3)",
                                      [mapping.name, String(mapping.schemaVersion), logSource])
                 created = true
@@ -260,7 +290,7 @@ public enum WarehouseSchema {
     public static func checkSource(_ mapping: ProjectionMapping, log: EventLog) throws {
         var relations: [String: Set<String>] = [:]
         for (_, seq) in try log.relationIndex() {
-            if let record = try log.record(seq), case .relation(let definition) = record.body {
+            if let definition = try log.relationDefinition(seq) {
                 relations[definition.qualifiedName] = Set(definition.columns.map(\.name))
             }
         }

@@ -57,7 +57,18 @@ func fail(_ error: Error, status: Int32 = 1) -> Never {
     default: message = "\(error)"
     }
     FileHandle.standardError.write(Data(("cdc: error: " + message + "\n").utf8))
-    exit(status)
+    finish(status: status)
+}
+
+/// Ends the process once its work is done and durable: flushes stdout and stderr and calls `_exit`,
+/// not `exit`. `exit` runs the atexit handlers and C++ static destructors of the runtime libraries
+/// (Foundation, libdispatch, libpq's OpenSSL) while the runtime's own worker threads may still be
+/// finishing (tearing down signal sources, task storage): a `cdc run --endpos` in CI aborted with
+/// "double free or corruption" after "capture finished", one thread in `_fini` and another freeing.
+/// Nothing of cdc's needs those handlers: the log is committed and closed, connections are finished.
+func finish(status: Int32) -> Never {
+    fflush(nil)  // every output stream
+    _exit(status)
 }
 
 struct Init: AsyncParsableCommand {
@@ -67,15 +78,23 @@ struct Init: AsyncParsableCommand {
 
     @OptionGroup var global: GlobalOptions
 
+    @Flag(help: "Print the SQL that installs the actor trigger on the publication's tables ([audit] actor), for a DBA to run, and exit.")
+    var printAuditSql = false
+
     func run() async throws {
         do {
             let logger = try global.logger()
             let config = try global.loadConfig()
+            if printAuditSql {
+                print(AuditActor.script(publication: config.source.publication), terminator: "")
+                return
+            }
             try await runOnDedicatedThread(name: "cdc-init-preflight") { try config.preflightWarehouse() }
             let report = try await runOnDedicatedThread(name: "cdc-init") {
                 var options = InitOptions(conninfo: config.source.url, slot: config.source.slot,
                                           publication: config.source.publication, tables: config.source.tables)
                 options.protector = try config.protector()
+                options.auditActor = config.auditActor
                 let initializer = SourceInitializer(options: options, logger: logger)
                 return try initializer.run(logPath: config.log.path)
             }
@@ -89,6 +108,10 @@ struct Init: AsyncParsableCommand {
                 let rows = report.tables.reduce(0) { $0 + $1.rows }
                 print("initialised: \(report.tables.count) tables, \(rows) rows copied at consistent point \(report.consistentPoint)"
                       + (report.createdPublication ? "; created publication \(config.source.publication)" : ""))
+            }
+            if config.auditActor {
+                print(report.actorTablesInstalled.isEmpty ? "audit: the actor trigger is on every published table"
+                      : "audit: installed the actor trigger on \(report.actorTablesInstalled.count) tables")
             }
             if let warehouse = config.warehouse {
                 let (created, mapping) = try await runOnDedicatedThread(name: "cdc-init-warehouse") { try config.prepareWarehouse() }
@@ -161,6 +184,7 @@ struct Run: AsyncParsableCommand {
             await server?.close()
             fail(error)
         }
+        finish(status: 0)
     }
 }
 
@@ -168,7 +192,7 @@ struct LogCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "log",
         abstract: "Read the event log (read-only; safe while `cdc run` writes).",
-        subcommands: [FilteredExport.self, Verify.self, Digest.self, LogShow.self, LogTxn.self, LogTail.self, LogHistory.self, LogStats.self])
+        subcommands: [FilteredExport.self, Verify.self, Digest.self, Prove.self, CheckProof.self, Keygen.self, LogShow.self, LogTxn.self, LogTail.self, LogHistory.self, LogStats.self])
 }
 
 /// Where a log command reads: `--log DIR`, or the [log] path of `--config`.
@@ -206,10 +230,29 @@ struct Verify: AsyncParsableCommand {
     @Option(help: "A digest file written by `cdc log digest`.")
     var digest: String?
 
+    @Option(help: "A signed checkpoint written by `cdc log digest --sign` (with --key): its signature, and its root against the records.")
+    var checkpoint: String?
+
+    @Option(help: "The checkpoint's verifier key (name+hash+key, as `cdc log keygen` prints it), or a file holding it.")
+    var key: String?
+
     func run() async throws {
         do {
             let log = try EventLog.openForReading(path: try location.path())
             var expected: LogDigest?
+            if let checkpoint {
+                guard digest == nil else { throw ProofInputError("give --digest or --checkpoint, not both") }
+                guard let key else { throw ProofInputError("--checkpoint needs --key VKEY") }
+                let c = try openCheckpoint(checkpoint, key: key)
+                if let source = try log.sourceIdentity(), c.origin != source.checkpointOrigin {
+                    FileHandle.standardError.write(Data("cdc: note: the checkpoint's origin \(c.origin) is not this log's default origin \(source.checkpointOrigin)\n".utf8))
+                }
+                let head = try log.position().head
+                guard c.size <= head else {
+                    throw ProofInputError("checkpoint check failed: it covers \(c.size) records but the log has only \(head): records were removed, or another log")
+                }
+                expected = LogDigest(seq: c.size, lsn: "", commitTime: nil, root: hex(c.root), systemIdentifier: nil, database: nil)
+            }
             if let digest {
                 guard let data = FileManager.default.contents(atPath: digest) else {
                     throw ConfigError("cannot read digest file \(digest)")
@@ -223,7 +266,8 @@ struct Verify: AsyncParsableCommand {
             }
             let report = try log.verify(from: from, to: to, digest: expected)
             var line = "ok: \(report.records) records and \(report.transactions) transactions verified, \(report.rootsChecked) stored roots matched; head \(report.head), root \(hex(report.root))"
-            if let expected { line += "; digest at seq \(expected.seq) matched" }
+            if report.nodesChecked > 0 { line += ", \(report.nodesChecked) stored Merkle nodes matched" }
+            if let expected { line += checkpoint == nil ? "; digest at seq \(expected.seq) matched" : "; signed checkpoint at seq \(expected.seq) matched" }
             print(line)
         } catch {
             fail(error)
@@ -233,13 +277,35 @@ struct Verify: AsyncParsableCommand {
 
 struct Digest: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Print the head (seq, LSN, commit time, Merkle root) as one JSON line, to store outside the system.")
+        abstract: "Print the head (seq, LSN, commit time, Merkle root) as one JSON line, to store outside the system.",
+        discussion: "With --sign KEYFILE (from `cdc log keygen`), print a C2SP tlog-checkpoint signed note instead: origin, tree size, base64 root, a blank line and the signature line.")
 
     @OptionGroup var location: LogLocation
+
+    @Option(help: "Sign a C2SP checkpoint with this private key file (from `cdc log keygen`).")
+    var sign: String?
+
+    @Option(help: "The checkpoint's origin line (default: cdc/<system identifier>/<database>/<slot>).")
+    var origin: String?
 
     func run() async throws {
         do {
             let log = try EventLog.openForReading(path: try location.path())
+            if let sign {
+                let signer: NoteSigner
+                do { signer = try NoteSigner(privateKey: String(decoding: try readFile(sign, what: "private key"), as: UTF8.self)) } catch let error as SignedNote.Failure {
+                    throw ProofInputError("private key check failed: \(sign): \(error)")
+                }
+                guard let name = try origin ?? log.sourceIdentity()?.checkpointOrigin else {
+                    throw ProofInputError("the log has no source identity yet: pass --origin")
+                }
+                guard !name.isEmpty, !name.contains("\n") else { throw ProofInputError("--origin must be one non-empty line") }
+                let (head, frontier) = (try log.position().head, try log.frontier())
+                guard frontier.size == head else { throw ProofInputError("the log's frontier does not match its head: run `cdc log verify`") }
+                let note = try signer.sign(Checkpoint(origin: name, size: head, root: frontier.root).text)
+                FileHandle.standardOutput.write(Data(note.utf8))
+                return
+            }
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
             print(String(decoding: try encoder.encode(try log.digest()), as: UTF8.self))

@@ -28,6 +28,9 @@ struct LogHistory: AsyncParsableCommand {
 
     @OptionGroup var output: EventFormatOption
 
+    @Option(help: ArgumentHelp("Only the changes made in transactions whose actor ([audit] actor) has this db_user or app_user.", valueName: "name"))
+    var actor: String?
+
     @Flag(help: "Say on stderr how the events were found (from the index, records read after it).")
     var explain = false
 
@@ -35,6 +38,11 @@ struct LogHistory: AsyncParsableCommand {
         do {
             let format = try output.resolve()
             guard !key.isEmpty else { throw InspectError("give the row's key value(s) after the table name") }
+            var filter = EventFilter()
+            if let actor {
+                guard !actor.isEmpty else { throw InspectError("--actor needs a name: a db_user or an app_user") }
+                filter.actor = actor
+            }
             let log = try EventLog.openForReading(path: try location.path())
             var index = try HistoryIndex.open(log: log)
             if let writable = index, !writable.readOnly { try writable.catchUpToHead() }
@@ -56,13 +64,11 @@ struct LogHistory: AsyncParsableCommand {
             printer.header()
             var state: [Datum]?
             for (seq, record) in history.events {
-                if format == .table {
-                    let (shown, next) = Self.withPriorState(record, state)
-                    state = next
-                    try printer.print(seq: seq, record: shown)
-                } else {
-                    try printer.print(seq: seq, record: record)
-                }
+                // The table's prior state follows every event, also those --actor leaves out.
+                var shown = record
+                if format == .table { (shown, state) = Self.withPriorState(record, state) }
+                if filter.actor != nil, try !printer.matches(record, filter, seq: seq) { continue }
+                try printer.print(seq: seq, record: shown)
             }
             try printer.finish()
         } catch {

@@ -34,9 +34,16 @@ struct EventFilterOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Last sequence number (default: the head).", valueName: "seq"))
     var to: String?
 
+    @Option(help: ArgumentHelp("Only changes of transactions whose actor ([audit] actor) has this db_user or app_user.", valueName: "name"))
+    var actor: String?
+
     /// The parsed filter; warns (one line on stderr) about a --table the log has no table of.
     func filter(log: EventLog) throws -> EventFilter {
-        let filter = try EventFilter.parse(tables: table, operations: op, since: since, until: until, from: from, to: to)
+        var filter = try EventFilter.parse(tables: table, operations: op, since: since, until: until, from: from, to: to)
+        if let actor {
+            guard !actor.isEmpty else { throw InspectError("--actor needs a name: a db_user or an app_user") }
+            filter.actor = actor
+        }
         if !filter.tables.isEmpty {
             let known = try log.currentTableNames()
             for wanted in filter.tables where !known.contains(where: { EventFilter.name(wanted, matches: $0) }) {
@@ -117,11 +124,14 @@ struct EventPrinter {
     var json = JSONWriter(capacity: 1 << 16)
     var out = StandardOutput()
     var printed = 0
+    /// The actor of each printed record's transaction ([audit] actor).
+    var actors: ActorTracker
 
     init(log: EventLog, format: Format) throws {
         self.log = log
         self.format = format
         exporter = JSONLExporter(log: log)
+        actors = ActorTracker(log: log)
         if format == .table {
             let position = try log.position()
             let sampleXID = position.head > 0 ? try log.record(position.head)?.header.xid : nil
@@ -142,8 +152,9 @@ struct EventPrinter {
     }
 
     /// Whether `record` passes `filter` (the seq range is the caller's).
-    mutating func matches(_ record: Record, _ filter: EventFilter) throws -> Bool {
+    mutating func matches(_ record: Record, _ filter: EventFilter, seq: UInt64) throws -> Bool {
         guard filter.headerMatches(record.header) else { return false }
+        if let name = filter.actor, try actors.actor(seq: seq, record: record)?.matches(name) != true { return false }
         if filter.tables.isEmpty { return true }
         return filter.matches(record.header, table: try relation(of: record).table)
     }
@@ -159,14 +170,15 @@ struct EventPrinter {
 
     mutating func print(seq: UInt64, record: Record) throws {
         printed += 1
+        let actor = try actors.actor(seq: seq, record: record)
         switch format {
         case .jsonl:
-            try exporter.render(seq: seq, record: record, into: &json)
+            try exporter.render(seq: seq, record: record, actor: actor, into: &json)
             out.bytes.append(contentsOf: json.bytes)
             json.bytes.removeAll(keepingCapacity: true)
         case .table:
             let (table, definition) = try relation(of: record)
-            out.line(renderer!.row(seq: seq, record: record, table: table, relation: definition))
+            out.line(renderer!.row(seq: seq, record: record, table: table, relation: definition, actor: actor))
         }
         try out.flushIfFull()
     }
@@ -217,7 +229,7 @@ struct LogShow: AsyncParsableCommand {
                 }
                 printer.header()
                 try log.visitRecords(from: range.lowerBound, to: range.upperBound) { seq, bytes in
-                    try printer.print(seq: seq, record: try decode(bytes))
+                    try printer.print(seq: seq, record: try log.decode(seq, bytes))
                     return true
                 }
             }
@@ -228,8 +240,11 @@ struct LogShow: AsyncParsableCommand {
     }
 }
 
-func decode(_ bytes: [UInt8]) throws -> Record {
-    try bytes.withUnsafeBytes { try RecordCodec.decode($0) }
+extension EventLog {
+    /// Decodes record `seq` copied out of the log; damaged bytes throw a ``RecordDecodingError`` naming it.
+    func decode(_ seq: UInt64, _ bytes: [UInt8]) throws -> Record {
+        try bytes.withUnsafeBytes { try RecordCodec.decode($0, seq: seq, file: dataFile) }
+    }
 }
 
 // MARK: cdc log txn
@@ -267,8 +282,8 @@ struct LogTxn: AsyncParsableCommand {
             var group: LSN?
             try log.visitRecords(from: filter.from, to: min(filter.to ?? head, head), keep: { _, h in h.xid == wanted }) { seq, bytes in
                 found = true
-                let record = try decode(bytes)
-                guard try printer.matches(record, filter) else { return true }
+                let record = try log.decode(seq, bytes)
+                guard try printer.matches(record, filter, seq: seq) else { return true }
                 if record.header.lsn != group {
                     group = record.header.lsn
                     printer.banner("transaction xid \(wanted), commit LSN \(record.header.lsn), \(InspectTime.display(record.header.commitTime)) UTC")
@@ -327,11 +342,11 @@ struct LogTail: AsyncParsableCommand {
             let head = try log.position().head
             var printer = try EventPrinter(log: log, format: format)
             let last = try log.lastRecords(count: n, from: filter.from, to: min(filter.to ?? head, head),
-                                           keepHeader: { _, h in filter.headerMatches(h) }) { _, bytes in
-                try printer.matches(try decode(bytes), filter)
+                                           keepHeader: { _, h in filter.headerMatches(h) }) { seq, bytes in
+                try printer.matches(try log.decode(seq, bytes), filter, seq: seq)
             }
             printer.header()
-            for (seq, bytes) in last { try printer.print(seq: seq, record: try decode(bytes)) }
+            for (seq, bytes) in last { try printer.print(seq: seq, record: try log.decode(seq, bytes)) }
             guard follow else {
                 try printer.finish()
                 return
@@ -343,8 +358,8 @@ struct LogTail: AsyncParsableCommand {
                 let now = try log.position().head
                 if now > seen {
                     try log.visitRecords(from: seen + 1, to: min(now, filter.to ?? now)) { seq, bytes in
-                        let record = try decode(bytes)
-                        if seq >= filter.from, try printer.matches(record, filter) { try printer.print(seq: seq, record: record) }
+                        let record = try log.decode(seq, bytes)
+                        if seq >= filter.from, try printer.matches(record, filter, seq: seq) { try printer.print(seq: seq, record: record) }
                         return stopFollowing == 0
                     }
                     seen = now
@@ -421,8 +436,8 @@ struct FilteredExport: AsyncParsableCommand {
             var printer = try EventPrinter(log: log, format: .jsonl)
             try log.visitRecords(from: filter.from, to: filter.to, batch: 2000,
                                  keep: { _, h in filter.headerMatches(h) }) { seq, bytes in
-                let record = try decode(bytes)
-                if try filter.tables.isEmpty || printer.matches(record, filter) { try printer.print(seq: seq, record: record) }
+                let record = try log.decode(seq, bytes)
+                if try filter.tables.isEmpty && filter.actor == nil || printer.matches(record, filter, seq: seq) { try printer.print(seq: seq, record: record) }
                 return true
             }
             try printer.out.flush()

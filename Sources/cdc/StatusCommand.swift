@@ -33,7 +33,6 @@ struct Status: AsyncParsableCommand {
         if report.cannotTell, let reason = report.problems.first(where: { $0.code.hasSuffix("_unreachable") }) {
             FileHandle.standardError.write(Data("cdc: cannot tell: \(reason.message)\n".utf8))
         }
-        fflush(nil)
-        Glibc.exit(report.exitCode)
+        finish(status: report.exitCode)
     }
 }

@@ -8,7 +8,7 @@ import Glibc
 
 /// Capture under failure: kill -9 at random moments, server restarts, terminated walsenders, a huge
 /// transaction, a second writer. Each test ends by proving the log equals exactly the committed history.
-@Suite(.timeLimit(.minutes(10))) struct CaptureRobustnessTests {
+@Suite(.timeLimit(.minutes(15))) struct CaptureRobustnessTests {
     /// The `k` of the last load transaction in the log (its last record is that transaction's counter
     /// update), 0 before the first.
     static func lastLoggedTransaction(_ ws: CDCWorkspace) throws -> Int {
@@ -252,7 +252,7 @@ import Glibc
 
 /// An idle captured database on a busy server must not pin WAL forever: the slot's confirmed
 /// position follows the server's WAL through keepalives while nothing of ours is in flight.
-@Suite(.timeLimit(.minutes(5))) struct IdleSlotTests {
+@Suite(.timeLimit(.minutes(15))) struct IdleSlotTests {
     @Test func idleSlotKeepsConfirmingProgressWhileOtherDatabasesWrite() throws {
         let ws = try CDCWorkspace("idle")
         defer { ws.tearDown() }
@@ -286,7 +286,7 @@ import Glibc
 
 /// A slot invalidated by max_slot_wal_keep_size has lost the WAL the log needs: cdc run must stop with
 /// an explanation, write nothing, and never re-create the slot.
-@Suite(.timeLimit(.minutes(10))) struct SlotInvalidationTests {
+@Suite(.timeLimit(.minutes(15))) struct SlotInvalidationTests {
     @Test func invalidatedSlotIsExplainedAndNothingIsWritten() throws {
         let server = try PostgresServer.start(name: "lostslot", extraSettings: [
             "max_slot_wal_keep_size = '1MB'", "min_wal_size = '32MB'", "max_wal_size = '64MB'",

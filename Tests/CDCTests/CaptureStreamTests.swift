@@ -3,7 +3,7 @@ import Testing
 import TestSupport
 
 /// Change capture through the real `cdc` binary against a real PostgreSQL.
-@Suite(.timeLimit(.minutes(5))) struct CaptureStreamTests {
+@Suite(.timeLimit(.minutes(15))) struct CaptureStreamTests {
     @Test func snapshotThenStreamInCommitOrderWithoutRolledBackWork() throws {
         let ws = try CDCWorkspace("stream")
         defer { ws.tearDown() }

@@ -4,7 +4,7 @@ import Testing
 import TestSupport
 
 /// What each kind of source change becomes in the log.
-@Suite(.timeLimit(.minutes(10))) struct ChangeSemanticsTests {
+@Suite(.timeLimit(.minutes(15))) struct ChangeSemanticsTests {
     /// The row events of `table` ("public.x"), in log order.
     static func rows(_ events: [Event], _ table: String) -> [Event] {
         events.filter { $0["table"] as? String == table && $0["op"] as? String != "relation" }

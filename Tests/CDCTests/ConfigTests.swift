@@ -3,7 +3,7 @@ import Foundation
 import Testing
 
 /// `cdc.toml` parsing and validation (no server needed).
-@Suite(.timeLimit(.minutes(5))) struct ConfigTests {
+@Suite(.timeLimit(.minutes(15))) struct ConfigTests {
     static let secret = "hunter2-secret"
 
     static let full = """
@@ -66,12 +66,16 @@ import Testing
 
             [metrics]                     # optional
             listen = "127.0.0.1:9187"
+
+            [audit]                       # optional
+            actor = true                  # record who made each transaction (default false; see "Who made a change")
             """
         let config = try Config.parse(readme)
         #expect(config.source.slot == "cdc")
         #expect(config.source.tables == nil)
         #expect(config.warehouse?.schema == "dw")
         #expect(config.metrics?.listen == "127.0.0.1:9187")
+        #expect(config.auditActor)
     }
 
     @Test func defaults() throws {
@@ -86,6 +90,7 @@ import Testing
         #expect(minimal.source.tables == nil, "no tables: the publication gets all tables")
         #expect(minimal.warehouse == nil, "[warehouse] is optional")
         #expect(minimal.metrics == nil, "no [metrics]: no HTTP endpoint")
+        #expect(!minimal.auditActor, "no [audit]: no actor trigger")
 
         let warehouse = try Config.parse("""
             [source]
@@ -153,6 +158,8 @@ import Testing
         Broken(name: "warehouse timezone unknown", text: source + "\n" + log + "\n[warehouse]\nurl = \"x\"\nmapping = \"m.toml\"\ntimezone = \"Mars/Olympus\"", names: "warehouse.timezone"),
         Broken(name: "metrics listen is not HOST:PORT", text: source + "\n" + log + "\n[metrics]\nlisten = \"nohost\"", names: "metrics.listen"),
         Broken(name: "metrics listen is a number", text: source + "\n" + log + "\n[metrics]\nlisten = 9187", names: "metrics.listen"),
+        Broken(name: "audit actor is a string", text: source + "\n" + log + "\n[audit]\nactor = \"yes\"", names: "audit.actor"),
+        Broken(name: "unknown key in [audit]", text: source + "\n" + log + "\n[audit]\nactors = true", names: "audit.actors"),
     ]
 
     @Test(arguments: broken)

@@ -5,7 +5,7 @@ import TestSupport
 
 /// Value rendering: the snapshot (COPY) and the stream (pgoutput) give one text form, which is the
 /// server's own text output; integers, finite floats and booleans are JSON numbers and booleans.
-@Suite(.timeLimit(.minutes(10))) struct DataTypeTests {
+@Suite(.timeLimit(.minutes(15))) struct DataTypeTests {
     static let schema = """
         CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
         CREATE TABLE typed (

@@ -8,7 +8,7 @@ import TestSupport
 
 /// SQLSTATEs as a type, and the codes that retry-or-stop decisions and the health endpoints use
 /// (no server needed).
-@Suite(.timeLimit(.minutes(5))) struct ErrorCodeTests {
+@Suite(.timeLimit(.minutes(15))) struct ErrorCodeTests {
     @Test func sqlStateParsesFiveDigitsOrCapitalLetters() throws {
         let state = try #require(SQLState(rawValue: "42P01"))
         #expect(state == .undefinedTable)
@@ -150,7 +150,7 @@ import TestSupport
 }
 
 /// What a real server's errors look like once libpq's fields are read.
-@Suite(.timeLimit(.minutes(5))) struct ServerErrorFieldTests {
+@Suite(.timeLimit(.minutes(15))) struct ServerErrorFieldTests {
     static func withDatabase(_ body: (PGConnection, String) throws -> Void) throws {
         let server = PostgresServer.shared
         let database = try server.createDatabase("errfields", schema: false)

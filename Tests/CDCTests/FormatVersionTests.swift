@@ -5,7 +5,7 @@ import TestSupport
 
 /// A log written by a newer cdc (a higher format version in meta) is refused with a clear message by
 /// every command, and nothing is written to it.
-@Suite(.timeLimit(.minutes(10))) struct FormatVersionTests {
+@Suite(.timeLimit(.minutes(15))) struct FormatVersionTests {
     /// What a future cdc would have stamped in the log's meta: format 2.
     static func stampFormat2(_ path: String) throws {
         let environment = try LMDBEnvironment(path: path, readOnly: false)

@@ -4,7 +4,7 @@ import TestSupport
 
 /// The real `cdc` binary on a copy of the golden log (Tests/Fixtures/golden-log): `cdc log export`,
 /// `cdc log digest` and `cdc log verify --digest` print exactly what the build that wrote it printed.
-@Suite(.timeLimit(.minutes(5))) struct GoldenLogTests {
+@Suite(.timeLimit(.minutes(15))) struct GoldenLogTests {
     static func cdc(_ arguments: [String]) throws -> Shell.Result {
         let result = try Shell.run(CDCWorkspace.executable, arguments)
         #expect(result.status == 0, "cdc \(arguments.joined(separator: " ")): \(result.stderr)")

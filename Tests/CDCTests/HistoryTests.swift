@@ -3,7 +3,7 @@ import Testing
 import TestSupport
 
 /// `cdc log history TABLE KEY...`: every change to one row, from the history index.
-@Suite(.timeLimit(.minutes(10))) struct HistoryTests {
+@Suite(.timeLimit(.minutes(15))) struct HistoryTests {
     /// The export's lines of the events whose old or new row has `column` = `value` in `table`.
     static func exportedLines(_ ws: CDCWorkspace, table: String, column: String, value: String) throws -> [String] {
         try ws.exportLines().filter { line in

@@ -8,7 +8,7 @@ import Glibc
 
 /// `cdc init`: idempotence, warnings, the publication it creates, the snapshot's order, the checks it
 /// runs before creating anything, and an interrupted init.
-@Suite(.timeLimit(.minutes(10))) struct InitTests {
+@Suite(.timeLimit(.minutes(15))) struct InitTests {
     @Test func reRunningInitOnAnInitialisedLogAddsNothing() throws {
         let ws = try CDCWorkspace("reinit")
         defer { ws.tearDown() }

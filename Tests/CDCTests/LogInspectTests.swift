@@ -98,7 +98,7 @@ struct InspectLog: Sendable {
     }
 }
 
-@Suite(.timeLimit(.minutes(10))) struct LogInspectTests {
+@Suite(.timeLimit(.minutes(15))) struct LogInspectTests {
     nonisolated(unsafe) static var built: InspectLog?
     static let shared: Result<InspectLog, any Error> = Result {
         let log = try InspectLog.build()
@@ -366,21 +366,21 @@ struct InspectLog: Sendable {
         let wide = ["COLUMNS": "400"]
         let a = try f.lines(["show", f.lsnA, "--format", "table"], environment: wide)
         #expect(a.first?.hasPrefix("seq") == true && a.first?.contains("commit time (UTC)") == true, "\(a)")
-        #expect(a.contains { $0.contains("public.facilities") && $0.hasSuffix("update    bed_count: 300 → 301") }, "\(a.joined(separator: "\n"))")
-        #expect(a.contains { $0.contains("insert    surgeon_id: S2, surgeon_name: Dr 2, specialization: Cardiology, years_experience: 3, certification_level: Advanced") })
+        #expect(a.contains { $0.contains("public.facilities") && $0.hasSuffix("update    -    bed_count: 300 → 301") }, "\(a.joined(separator: "\n"))")
+        #expect(a.contains { $0.contains("insert    -    surgeon_id: S2, surgeon_name: Dr 2, specialization: Cardiology, years_experience: 3, certification_level: Advanced") })
         let b = try f.lines(["txn", String(f.xidB), "--format", "table"], environment: wide).joined(separator: "\n")
         // REPLICA IDENTITY FULL: only the two columns that changed.
-        #expect(b.contains("update    city: Boston → Cambridge, bed_count: 301 → 302\n"), "\(b)")
+        #expect(b.contains("update    -    city: Boston → Cambridge, bed_count: 301 → 302\n"), "\(b)")
         // REPLICA IDENTITY DEFAULT, key kept: no old values, just the new ones.
-        #expect(b.contains("update    surgeon_id: S1, surgeon_name: Dr 1, specialization: Urology, years_experience: 7, certification_level: Basic"), "\(b)")
+        #expect(b.contains("update    -    surgeon_id: S1, surgeon_name: Dr 1, specialization: Urology, years_experience: 7, certification_level: Basic"), "\(b)")
         // DEFAULT, key changed: the old key only; other old values unknown.
-        #expect(b.contains("update    surgeon_id: S2 → S3, surgeon_name: → Dr 2, specialization: → Cardiology"), "\(b)")
+        #expect(b.contains("update    -    surgeon_id: S2 → S3, surgeon_name: → Dr 2, specialization: → Cardiology"), "\(b)")
         #expect(b.contains("── transaction xid \(f.xidB), commit LSN \(f.lsnB)"), "\(b)")
         let c = try f.lines(["show", f.lsnC, "--format", "table"], environment: wide)
-        #expect(c.last?.hasSuffix("delete    surgeon_id: S3") == true, "\(c)")
+        #expect(c.last?.hasSuffix("delete    -    surgeon_id: S3") == true, "\(c)")
         let tail = try f.lines(["tail", "-n", "2", "--format", "table"], environment: wide).joined(separator: "\n")
-        #expect(tail.contains("public.robot_maintenance") && tail.contains("truncate  all rows"), "\(tail)")
-        #expect(tail.contains("message   audit: nightly check"), "\(tail)")
+        #expect(tail.contains("public.robot_maintenance") && tail.contains("truncate  -    all rows"), "\(tail)")
+        #expect(tail.contains("message   -    audit: nightly check"), "\(tail)")
 
         // Cut to the terminal width.
         let narrow = try f.lines(["tail", "-n", "20", "--format", "table"], environment: ["COLUMNS": "70"])
@@ -481,7 +481,7 @@ struct InspectLog: Sendable {
         let pid2 = try Shell.spawn(CDCWorkspace.executable, ["log", "tail", "-f", "-n", "1", "--op", "insert", "--format", "table", "--log", ws.logPath],
                                    environment: ["COLUMNS": "400"], stdout: out2, stderr: err)
         let table = Self.waitFor(out2, timeout: 20) { $0.split(separator: "\n").count >= 2 }
-        #expect(table.contains("insert    surgeon_id: S7, surgeon_name: Dr Follow"), "\(table)")
+        #expect(table.contains("insert    -    surgeon_id: S7, surgeon_name: Dr Follow"), "\(table)")
         kill(pid2, SIGINT)
         let status2 = Shell.wait(pid2, timeout: 10)
         #expect(status2 == 0, "SIGINT: exit 0")

@@ -5,7 +5,7 @@ import TestSupport
 
 /// Tamper evidence: `cdc log verify` recomputes every hash and names the first bad record; a digest
 /// kept outside proves the history it covered is still there, even after a consistent rewrite.
-@Suite(.timeLimit(.minutes(5))) struct LogVerifyTests {
+@Suite(.timeLimit(.minutes(15))) struct LogVerifyTests {
     /// A log with a snapshot and a few transactions, written by the real cdc.
     func makeLog(_ name: String) throws -> CDCWorkspace {
         let ws = try CDCWorkspace(name)

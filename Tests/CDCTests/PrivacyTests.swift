@@ -3,7 +3,7 @@ import Testing
 import TestSupport
 
 /// `[privacy]`: columns hashed (keyed HMAC-SHA-256) or redacted at capture, before anything is written.
-@Suite(.timeLimit(.minutes(10))) struct PrivacyTests {
+@Suite(.timeLimit(.minutes(15))) struct PrivacyTests {
     static let secret = "PATIENT-SECRET-0001"
     static let other = "PATIENT-SECRET-0002"
 

@@ -6,7 +6,7 @@ import TestSupport
 
 /// Projection mappings: the shipped ones fit their source (through a real log) and their DDL (through a
 /// real warehouse schema); a mapping that names a missing table or column is refused, naming it.
-@Suite(.timeLimit(.minutes(5))) struct ProjectionMappingTests {
+@Suite(.timeLimit(.minutes(15))) struct ProjectionMappingTests {
     static let surgical = PostgresServer.repositoryRoot + "/schemas/projections/surgical-robotics.toml"
     static let ecommerce = PostgresServer.repositoryRoot + "/schemas/models/ecommerce/mapping.toml"
 

@@ -9,7 +9,7 @@ import Glibc
 /// Running the projector: replay gives the live warehouse back row for row and key for key (also as it
 /// was at an LSN or a time), --swap, kill -9 under load, the views against the source, and bad input
 /// refused with one line before anything is written.
-@Suite(.timeLimit(.minutes(10))) struct ProjectionOperationsTests {
+@Suite(.timeLimit(.minutes(15))) struct ProjectionOperationsTests {
     /// A seeded source (tools/seed.sql) captured by `cdc init`, with a warehouse.
     static func seeded(_ name: String) throws -> WarehouseWorkspace {
         let ws = try WarehouseWorkspace(name)

@@ -6,7 +6,7 @@ import TestSupport
 /// checked the way a data engineer checks a warehouse: real source changes, the real `cdc run` with
 /// projection, then SQL against the warehouse tables, with commit LSNs and times taken from the server
 /// (the WAL's commit records, pg_xact_commit_timestamp), never from cdc's own output.
-@Suite(.timeLimit(.minutes(10))) struct ProjectionSemanticsTests {
+@Suite(.timeLimit(.minutes(15))) struct ProjectionSemanticsTests {
     // MARK: Versions
 
     @Test func aSnapshotRowOpensAnInsertVersionAtTheConsistentPoint() throws {

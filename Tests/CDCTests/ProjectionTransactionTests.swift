@@ -6,7 +6,7 @@ import TestSupport
 /// in one warehouse transaction, so a crash anywhere leaves rows and checkpoint agreeing. Observed with
 /// statement-level triggers that record the transaction id (`pg_current_xact_id()`) of every write,
 /// an oracle on the server's side that does not depend on killing cdc at the right microsecond.
-@Suite(.timeLimit(.minutes(10))) struct ProjectionTransactionTests {
+@Suite(.timeLimit(.minutes(15))) struct ProjectionTransactionTests {
     /// Adds, in the warehouse, a table `audit.writes` and a trigger on every base table of `schema` that
     /// records (table, transaction id) for each statement that writes it.
     static func recordWrites(_ ws: WarehouseWorkspace, schema: String) throws {

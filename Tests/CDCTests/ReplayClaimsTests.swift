@@ -10,7 +10,7 @@ import Glibc
 /// are all built, a schema holding a replay is continued from its checkpoint (not rebuilt), `--swap`
 /// while `cdc run` projects hands the live projector the rebuilt schema, and the progress bar is drawn on
 /// a terminal only.
-@Suite(.timeLimit(.minutes(10))) struct ReplayClaimsTests {
+@Suite(.timeLimit(.minutes(15))) struct ReplayClaimsTests {
     /// The `checkpoint at record N` and `replayed N log records` of replay's summary line.
     static func summary(_ result: Shell.Result) -> (records: Int, checkpoint: Int)? {
         guard let match = result.stdout.firstMatch(of: #/replayed (\d+) log records .* checkpoint at record (\d+)/#) else { return nil }

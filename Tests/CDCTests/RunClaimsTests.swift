@@ -8,7 +8,7 @@ import Glibc
 /// What README.md promises about `cdc run` ("Commands" and "How it stays exact") and no other test
 /// checked: the reconnection backoff, the 16 MiB batch cap, the chunks of a huge transaction staying
 /// invisible until its commit, and the invisible tail a crash leaves being deleted on restart.
-@Suite(.timeLimit(.minutes(10))) struct RunClaimsTests {
+@Suite(.timeLimit(.minutes(15))) struct RunClaimsTests {
     // MARK: Backoff
 
     /// `pg-sandbox stop|start DIR` (start keeps the port unless another server took it meanwhile).

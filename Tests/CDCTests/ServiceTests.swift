@@ -10,7 +10,7 @@ import Glibc
 /// over a test-owned NOTIFY_SOCKET; /metrics (checked by promtool and scraped by a real Prometheus),
 /// /healthz and /readyz through a stalled projector and a warehouse outage; `cdc status`; the retained
 /// WAL limit; WAL retention while idle; bad [metrics] input; and the systemd unit.
-@Suite(.timeLimit(.minutes(10))) struct ServiceTests {
+@Suite(.timeLimit(.minutes(15))) struct ServiceTests {
     // MARK: Helpers
 
     static let watchdogUSec = 2_000_000
@@ -734,7 +734,7 @@ import Glibc
 
 /// The test support the service tests stand on: the notify socket, HTTP, the exposition parser,
 /// promtool and a real Prometheus.
-@Suite(.timeLimit(.minutes(5))) struct ServiceTestsSupportChecks {
+@Suite(.timeLimit(.minutes(15))) struct ServiceTestsSupportChecks {
     @Test func theNotifySocketReceivesEachDatagramLineByLine() throws {
         let notify = try NotifySocket()
         defer { notify.close() }

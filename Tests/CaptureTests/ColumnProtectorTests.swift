@@ -4,7 +4,7 @@ import Testing
 
 /// Column protection at capture, against HMAC-SHA-256 values computed outside cdc with
 /// `printf VALUE | openssl dgst -sha256 -mac HMAC -macopt hexkey:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f`.
-@Suite(.timeLimit(.minutes(5))) struct ColumnProtectorTests {
+@Suite(.timeLimit(.minutes(15))) struct ColumnProtectorTests {
     static let key = (0..<32).map { UInt8($0) }
     static let vectors = [
         ("alice", "6eefad2bed97b6d93ee663d67a44b46016b3d79dcad54ada39b61a1d14874d1b"),

@@ -6,7 +6,7 @@ import Testing
 /// it: fields separated by tabs, `\N` for NULL, and backslash escapes \b \f \n \r \t \v, \digits (one to
 /// three octal digits), \xdigits (one or two hex digits); any other backslashed character stands for
 /// itself.
-@Suite(.timeLimit(.minutes(5))) struct CopyTextTests {
+@Suite(.timeLimit(.minutes(15))) struct CopyTextTests {
     /// The row as the log's tuple, read back with the log's decoder.
     static func row(_ line: String, columns: Int, protecting methods: [PrivacyPolicy.Method?]? = nil,
                     with protector: ColumnProtector? = nil) throws -> [Datum] {

@@ -60,7 +60,7 @@ func values(_ tuple: PgOutputMessage.Tuple, protecting methods: [PrivacyPolicy.M
 
 func text(_ s: String) -> Datum { .text(Array(s.utf8)) }
 
-@Suite(.timeLimit(.minutes(5))) struct PgOutputDecodingTests {
+@Suite(.timeLimit(.minutes(15))) struct PgOutputDecodingTests {
     /// 2026-11-22T02:02:55.254715Z as PostgreSQL sends it: µs since 2000-01-01.
     static let pgTime: UInt64 = 848_628_175_254_715
     static let unixTime: Int64 = 1_795_312_975_254_715

@@ -8,7 +8,7 @@ import TestSupport
 /// read with this build's library: the same export byte for byte, the same Merkle root, and a clean
 /// verification. A failure here means the on-disk or export format changed: if that is deliberate,
 /// bump EventLog.formatVersion and regenerate the fixture with tools/make-golden-log (see README).
-@Suite(.timeLimit(.minutes(5))) struct GoldenLogTests {
+@Suite(.timeLimit(.minutes(15))) struct GoldenLogTests {
     static func open() throws -> EventLog { try EventLog.openForReading(path: try GoldenLog.copy()) }
 
     static func digest() throws -> LogDigest {

@@ -5,7 +5,7 @@ import Testing
 
 /// The SCD2 fold of one dimension, on in-memory transactions (no warehouse): which changes open a
 /// version, which update the current one in place, and what deletes, key changes and truncates leave.
-@Suite(.timeLimit(.minutes(5))) struct DimensionFoldTests {
+@Suite(.timeLimit(.minutes(15))) struct DimensionFoldTests {
     static let (t1, t2, t3) = (FoldFixture.transaction(1), FoldFixture.transaction(2), FoldFixture.transaction(3))
 
     /// record_hash as the warehouse DDL documents it: SHA-256 (hex) over the type-2 values and the

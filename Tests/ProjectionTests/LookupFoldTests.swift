@@ -5,7 +5,7 @@ private func t(_ n: Int) -> ChangeContext { FoldFixture.transaction(n) }
 
 /// Lookups in the fold: a fact (or a dimension) points at the dimension version in effect when its
 /// source transaction committed, whatever the batch boundaries.
-@Suite(.timeLimit(.minutes(5))) struct LookupFoldTests {
+@Suite(.timeLimit(.minutes(15))) struct LookupFoldTests {
     /// Facility F1 and robot R1 at t1, a use at t2, F1 renamed (type 2) at t3, a second use at t4, R1's
     /// model changed at t5, a third use at t6. `commitEach`: a batch per transaction, else one batch.
     static func history(commitEach: Bool) throws -> FoldFixture {

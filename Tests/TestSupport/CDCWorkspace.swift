@@ -98,9 +98,20 @@ public final class CDCWorkspace: @unchecked Sendable {
     }
 
     /// Drops the slot and removes the files.
+    /// Creates the throwaway role `<prefix>_<database>` with `attributes` (e.g. "LOGIN REPLICATION
+    /// PASSWORD 'x'") and returns its name; ``tearDown()`` drops it after the database.
+    public func createRole(_ prefix: String, _ attributes: String = "") throws -> String {
+        let role = "\(prefix)_\(database)"
+        try server.execute("CREATE ROLE \(role) \(attributes)")
+        return role
+    }
+
     public func tearDown() {
         server.dropSlots(database: database)
         _ = try? server.execute("DROP DATABASE IF EXISTS \(database) WITH (FORCE)")
+        // The roles of createRole (they own nothing once the database is gone).
+        let roles = (try? server.execute("SELECT rolname FROM pg_roles WHERE right(rolname, \(database.count + 1)) = '_\(database)'")) ?? []
+        for case let role? in roles.map({ $0[0] }) { _ = try? server.execute("DROP ROLE IF EXISTS \(role)") }
         if ProcessInfo.processInfo.environment["CDC_TEST_KEEP"] == nil {
             try? FileManager.default.removeItem(atPath: directory)
         }

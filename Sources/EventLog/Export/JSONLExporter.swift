@@ -7,28 +7,20 @@
 /// no column value is ever rendered as an object, so the marker cannot be mistaken for data or null.
 public struct JSONLExporter {
     let log: EventLog
-    private var relations: [UInt64: RelationDefinition] = [:]
 
     public init(log: EventLog) { self.log = log }
 
-    /// The relation definition recorded at `seq`.
+    /// The relation definition recorded at `seq` (from the log's ``RelationCatalog``).
     public mutating func relation(_ seq: UInt64) throws -> RelationDefinition? {
-        if let cached = relations[seq] { return cached }
-        guard let record = try log.record(seq), case .relation(let definition) = record.body else { return nil }
-        relations[seq] = definition
-        return definition
+        try log.relationDefinition(seq)
     }
 
-    /// Appends one line (with its newline) for record `seq`.
-    public mutating func render(seq: UInt64, record: Record, into w: inout JSONWriter) throws {
+    /// Appends one line (with its newline) for record `seq`; a row or truncate record of a transaction
+    /// with an actor (``TransactionActor``) gets an `actor` object.
+    public mutating func render(seq: UInt64, record: Record, actor: TransactionActor? = nil, into w: inout JSONWriter) throws {
         let h = record.header
-        if case .relation(let definition) = record.body { relations[seq] = definition }
-        w.raw("{\"seq\":"); w.number(seq)
-        w.raw(",\"lsn\":\""); w.raw(h.lsn.description)
-        w.raw("\",\"xid\":")
-        if let xid = h.xid { w.number(xid) } else { w.raw("null") }
-        w.raw(",\"commit_time\":")
-        if let time = h.commitTime { w.raw("\""); w.raw(rfc3339(microseconds: time)); w.raw("\"") } else { w.raw("null") }
+        if case .relation(let definition) = record.body { log.relationCatalog.remember(definition, at: seq) }
+        Self.renderHeader(seq: seq, h, into: &w)
         w.raw(",\"table\":")
         let definition: RelationDefinition?
         switch record.body {
@@ -78,7 +70,26 @@ public struct JSONLExporter {
             }
             w.raw("]}")
         }
+        if let actor, record.isChange {
+            w.raw(",\"actor\":{")
+            for (i, (key, value)) in actor.values.enumerated() {
+                if i > 0 { w.raw(",") }
+                w.string(key); w.raw(":")
+                if let value { key == "backend_pid" ? w.raw(value) : w.string(value) } else { w.raw("null") }
+            }
+            w.raw("}")
+        }
         w.raw("}\n")
+    }
+
+    /// Opens an event's object with the fields every event has: `{"seq":…,"lsn":…,"xid":…,"commit_time":…`.
+    public static func renderHeader(seq: UInt64, _ h: RecordHeader, into w: inout JSONWriter) {
+        w.raw("{\"seq\":"); w.number(seq)
+        w.raw(",\"lsn\":\""); w.raw(h.lsn.description)
+        w.raw("\",\"xid\":")
+        if let xid = h.xid { w.number(xid) } else { w.raw("null") }
+        w.raw(",\"commit_time\":")
+        if let time = h.commitTime { w.raw("\""); w.raw(rfc3339(microseconds: time)); w.raw("\"") } else { w.raw("null") }
     }
 
     static func row(_ values: [Datum], _ relation: RelationDefinition, _ w: inout JSONWriter) {

@@ -107,7 +107,7 @@ public struct ByteReader {
 }
 
 /// A record that cannot be decoded.
-public enum FormatError: Error, CustomStringConvertible, Equatable {
+public enum FormatError: Error, CustomStringConvertible, Equatable, Sendable {
     case truncated
     case malformed(String)
 
@@ -116,6 +116,27 @@ public enum FormatError: Error, CustomStringConvertible, Equatable {
         case .truncated: "record is truncated"
         case .malformed(let what): "record is malformed: \(what)"
         }
+    }
+}
+
+/// A record of a log that cannot be decoded (a damaged file): which record, where, and why.
+public struct RecordDecodingError: Error, CustomStringConvertible, Equatable, Sendable {
+    /// The record's sequence number.
+    public var seq: UInt64
+    /// What is wrong with its bytes.
+    public var reason: FormatError
+    /// The data file it was read from, when known.
+    public var file: String?
+
+    public init(seq: UInt64, reason: FormatError, file: String? = nil) {
+        self.seq = seq
+        self.reason = reason
+        self.file = file
+    }
+
+    public var description: String {
+        (file.map { "log \($0) is damaged: " } ?? "")
+            + "record \(seq) cannot be decoded (\(reason)): run `cdc log verify`, and restore the log from a good copy"
     }
 }
 

@@ -39,12 +39,21 @@ public struct MerkleFrontier: Equatable, Sendable {
 
     /// Appends a leaf hash.
     public mutating func append(leaf: Hash) {
+        append(leaf: leaf) { _, _ in }
+    }
+
+    /// Appends a leaf hash and reports each perfect subtree it completes, smallest first: its height
+    /// (>= 1) and hash. The subtree of height h completed by leaf number `size` (after the append)
+    /// covers leaves [size - 2^h, size).
+    public mutating func append(leaf: Hash, completed: (_ height: UInt8, _ hash: Hash) throws -> Void) rethrows {
         nodes.append((0, leaf))
         size += 1
         while nodes.count >= 2, nodes[nodes.count - 1].height == nodes[nodes.count - 2].height {
             let right = nodes.removeLast()
             let left = nodes.removeLast()
-            nodes.append((left.height + 1, Self.nodeHash(left.hash, right.hash)))
+            let merged = (height: left.height + 1, hash: Self.nodeHash(left.hash, right.hash))
+            nodes.append(merged)
+            try completed(merged.height, merged.hash)
         }
     }
 
@@ -78,7 +87,9 @@ public struct MerkleFrontier: Equatable, Sendable {
             let height = try r.u8()
             guard height < 64 else { throw FormatError.malformed("merkle node height \(height)") }
             nodes.append((height, Array(try r.bytes(32))))
-            total += 1 << UInt64(height)
+            let (sum, overflow) = total.addingReportingOverflow(1 << UInt64(height))
+            guard !overflow else { throw FormatError.malformed("merkle frontier covers more than 2^64 leaves") }
+            total = sum
         }
         guard total == size else { throw FormatError.malformed("merkle frontier covers \(total) leaves, not \(size)") }
     }

@@ -99,18 +99,9 @@ public enum RecordCodec {
         w.varint(h.relationSeq)
     }
 
-    /// Tuple: varint count, then per column `n` | `u` | `t` varint-length bytes.
+    /// Tuple: varint count, then per column `n` | `u` | `t` varint-length bytes (``TupleWriter``).
     public static func writeTuple(_ values: [Datum], to w: inout ByteWriter) {
-        w.varint(UInt64(values.count))
-        for value in values {
-            switch value {
-            case .null: w.u8(0x6E)
-            case .unchangedToast: w.u8(0x75)
-            case .text(let bytes):
-                w.u8(0x74)
-                bytes.withUnsafeBytes { w.blob($0) }
-            }
-        }
+        TupleWriter.write(values, into: &w)
     }
 
     public static func encode(_ record: Record) -> [UInt8] {
@@ -167,20 +158,9 @@ public enum RecordCodec {
                             commitTime: time == noTime ? nil : time, relationSeq: relationSeq)
     }
 
+    /// One tuple as ``Datum`` values (``TupleReader``).
     public static func decodeTuple(_ r: inout ByteReader) throws -> [Datum] {
-        let count = try r.varint()
-        guard count <= UInt64(r.remaining) else { throw FormatError.malformed("column count \(count)") }
-        var values: [Datum] = []
-        values.reserveCapacity(Int(count))
-        for _ in 0..<count {
-            switch try r.u8() {
-            case 0x6E: values.append(.null)
-            case 0x75: values.append(.unchangedToast)
-            case 0x74: values.append(.text(Array(try r.blob())))
-            case let kind: throw FormatError.malformed("unknown datum kind \(kind)")
-            }
-        }
-        return values
+        try TupleReader.datums(&r)
     }
 
     public static func decode(_ buffer: UnsafeRawBufferPointer) throws -> Record {
@@ -207,6 +187,25 @@ public enum RecordCodec {
         }
         guard r.remaining == 0 else { throw FormatError.malformed("\(r.remaining) trailing bytes") }
         return Record(header: header, body: body)
+    }
+
+    /// ``decode(_:)`` of record `seq` (read from `file`): a short or garbled buffer throws a
+    /// ``RecordDecodingError`` naming the record.
+    public static func decode(_ buffer: UnsafeRawBufferPointer, seq: UInt64, file: String? = nil) throws(RecordDecodingError) -> Record {
+        try naming(seq, file) { try decode(buffer) }
+    }
+
+    /// ``decodeHeader(_:)`` of record `seq`, throwing a ``RecordDecodingError`` naming it.
+    public static func decodeHeader(_ r: inout ByteReader, seq: UInt64, file: String? = nil) throws(RecordDecodingError) -> RecordHeader {
+        do { return try decodeHeader(&r) } catch { throw RecordDecodingError(seq: seq, reason: reason(error), file: file) }
+    }
+
+    private static func naming<T>(_ seq: UInt64, _ file: String?, _ body: () throws -> T) throws(RecordDecodingError) -> T {
+        do { return try body() } catch { throw RecordDecodingError(seq: seq, reason: reason(error), file: file) }
+    }
+
+    private static func reason(_ error: any Error) -> FormatError {
+        error as? FormatError ?? .malformed("\(error)")
     }
 
     public static func decodeRelation(_ r: inout ByteReader) throws -> RelationDefinition {

@@ -124,7 +124,14 @@ public final class HistoryIndex: @unchecked Sendable {
                     return read
                 }
             } catch let error as LMDBError where error.isMapFull {
-                try environment.setMapSize(environment.mapSize * 2)
+                do {
+                    try environment.setMapSize(environment.mapSize * 2)
+                } catch let grow as LMDBError {
+                    throw EventLogError.write(grow, what: "history index", path: Self.directory(of: log), operation: "growing its map")
+                }
+            } catch let error as LMDBError {
+                throw EventLogError.write(error, what: "history index", path: Self.directory(of: log), operation: "indexing records after \(head)",
+                                          otherwise: .historyIndexUnusable)
             }
         }
     }
@@ -184,7 +191,7 @@ public final class HistoryIndex: @unchecked Sendable {
 
     private func relationKey(_ seq: UInt64) throws -> (table: [UInt8], keyColumns: [Int])? {
         if let cached = relationKeys[seq] { return cached }
-        guard let record = try log.record(seq), case .relation(let definition) = record.body else { return nil }
+        guard let definition = try log.relationDefinition(seq) else { return nil }
         let value = (Array(definition.qualifiedName.utf8), definition.keyColumnIndices)
         relationKeys[seq] = value
         return value

@@ -55,27 +55,11 @@ public enum HistoryKey {
         var r = ByteReader(record)
         let header = try RecordCodec.decodeHeader(&r)
         func keyPart(_ r: inout ByteReader) throws -> [UInt8]? {
-            let count = Int(try r.varint())
-            var values = [UnsafeRawBufferPointer??](repeating: nil, count: keyColumns.count)
-            var unchanged = false
-            for column in 0..<count {
-                let kind = try r.u8()
-                let position = keyColumns.firstIndex(of: column)
-                switch kind {
-                case 0x74:
-                    let bytes = try r.blob()
-                    if let position { values[position] = .some(bytes) }
-                case 0x6E:
-                    if let position { values[position] = .some(nil) }
-                case 0x75:
-                    if position != nil { unchanged = true }
-                default:
-                    throw FormatError.malformed("datum kind \(kind)")
-                }
-            }
-            guard !unchanged, !keyColumns.isEmpty else { return nil }
+            var key = KeyColumns(keyColumns)
+            try TupleReader.read(&r, into: &key)
+            guard !key.unchanged, !keyColumns.isEmpty else { return nil }
             var part: [UInt8] = []
-            for value in values {
+            for value in key.values {
                 guard let value else { return nil }
                 appendValue(value, to: &part)
             }
@@ -101,5 +85,31 @@ public enum HistoryKey {
             return []
         }
         return parts
+    }
+}
+
+/// Picks a tuple's key columns (views into the record's buffer) for ``HistoryKey/parts(record:keyColumns:)``.
+private struct KeyColumns: TupleVisitor {
+    let keyColumns: [Int]
+    /// Per key column: unset (nil), null (.some(nil)) or the text bytes.
+    var values: [UnsafeRawBufferPointer??]
+    /// A key column is an unchanged TOAST value.
+    var unchanged = false
+
+    init(_ keyColumns: [Int]) {
+        self.keyColumns = keyColumns
+        values = [UnsafeRawBufferPointer??](repeating: nil, count: keyColumns.count)
+    }
+
+    mutating func null(column: Int) {
+        if let position = keyColumns.firstIndex(of: column) { values[position] = .some(nil) }
+    }
+
+    mutating func unchangedToast(column: Int) {
+        if keyColumns.contains(column) { unchanged = true }
+    }
+
+    mutating func text(column: Int, _ bytes: UnsafeRawBufferPointer) {
+        if let position = keyColumns.firstIndex(of: column) { values[position] = .some(bytes) }
     }
 }

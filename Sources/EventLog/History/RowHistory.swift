@@ -20,7 +20,7 @@ extension EventLog {
         var matches: [RelationDefinition] = []
         var all: [String] = []
         for (_, seq) in try relationIndex() {
-            guard let record = try record(seq), case .relation(let definition) = record.body else { continue }
+            guard let definition = try relationDefinition(seq) else { continue }
             all.append(definition.qualifiedName)
             if definition.qualifiedName == name || (!name.contains(".") && definition.name == name) {
                 matches.append(definition)
@@ -57,7 +57,7 @@ extension EventLog {
         func keyColumnsOf(_ relationSeq: UInt64) throws -> [Int]? {
             if let known = relationKeys[relationSeq] { return known }
             var value: [Int]?
-            if let record = try record(relationSeq), case .relation(let definition) = record.body, definition.qualifiedName == tableName {
+            if let definition = try relationDefinition(relationSeq), definition.qualifiedName == tableName {
                 value = definition.keyColumnIndices
             }
             relationKeys[relationSeq] = value

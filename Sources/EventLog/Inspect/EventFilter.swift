@@ -24,11 +24,14 @@ public struct EventFilter: Sendable, Equatable {
     public var from: UInt64 = 1
     /// Last seq (inclusive); nil: the head.
     public var to: UInt64?
+    /// Only row and truncate records of transactions whose actor's db_user or app_user is this
+    /// (``TransactionActor/matches(_:)``); checked by the reader, which knows the actors.
+    public var actor: String?
 
     public init() {}
 
     /// True when only the seq range restricts the events.
-    public var isSeqRangeOnly: Bool { tables.isEmpty && operations == nil && since == nil && until == nil }
+    public var isSeqRangeOnly: Bool { tables.isEmpty && operations == nil && since == nil && until == nil && actor == nil }
 
     /// Whether an event with header `h` (seq range not checked) of table `table` (nil for messages) is kept.
     public func matches(_ h: RecordHeader, table: String?) -> Bool {

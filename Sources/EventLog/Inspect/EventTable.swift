@@ -168,13 +168,14 @@ public enum DisplayText {
 }
 
 /// Renders events as table lines, one per event, as they stream: columns seq, commit time (UTC), lsn,
-/// xid, table, op and the change (``ChangeSummary``). Columns start at widths guessed from the log's
+/// xid, table, op, who (the transaction's actor: its app_user, else its db_user; `-` when it has none)
+/// and the change (``ChangeSummary``). Columns start at widths guessed from the log's
 /// head and widen when a value does not fit. With a `width`, every line is cut to it (ending `…`).
 public struct EventTableRenderer {
     public let width: Int?
     public var maxValueWidth: Int
-    var widths: [Int]  // seq, time, lsn, xid, table, op
-    static let titles = ["seq", "commit time (UTC)", "lsn", "xid", "table", "op"]
+    var widths: [Int]  // seq, time, lsn, xid, table, op, who
+    static let titles = ["seq", "commit time (UTC)", "lsn", "xid", "table", "op", "who"]
 
     /// - Parameters:
     ///   - width: the terminal's width, nil for no limit.
@@ -184,7 +185,7 @@ public struct EventTableRenderer {
         self.width = width
         self.maxValueWidth = maxValueWidth
         widths = [max(3, String(headSeq).count), 26, max(3, headLSN.description.count),
-                  max(3, String(sampleXID ?? 0).count), max(5, min(40, tables.map { DisplayText.width($0) }.max() ?? 0)), 8]
+                  max(3, String(sampleXID ?? 0).count), max(5, min(40, tables.map { DisplayText.width($0) }.max() ?? 0)), 8, 3]
     }
 
     public func header() -> String {
@@ -193,11 +194,12 @@ public struct EventTableRenderer {
         }.joined(separator: "  ") + "  change")
     }
 
-    /// One line (without newline) for event `seq` of `table` (nil for messages).
-    public mutating func row(seq: UInt64, record: Record, table: String?, relation: RelationDefinition?) -> String {
+    /// One line (without newline) for event `seq` of `table` (nil for messages), of a transaction made by `actor`.
+    public mutating func row(seq: UInt64, record: Record, table: String?, relation: RelationDefinition?, actor: TransactionActor? = nil) -> String {
         let h = record.header
+        let who = record.isChange ? DisplayText.clip(DisplayText.escaped(Array((actor?.appUser ?? actor?.dbUser ?? "-").utf8)), to: 40) : "-"
         let cells = [String(seq), InspectTime.display(h.commitTime), h.lsn.description,
-                     h.xid.map { String($0) } ?? "-", table ?? "-", h.op.name]
+                     h.xid.map { String($0) } ?? "-", table ?? "-", h.op.name, who]
         var line = ""
         for (i, cell) in cells.enumerated() {
             let w = DisplayText.width(cell)

@@ -23,7 +23,7 @@ extension EventLog {
                 next = seq + 1
                 visited += 1
                 var reader = ByteReader(bytes)
-                let header = try RecordCodec.decodeHeader(&reader)
+                let header = try RecordCodec.decodeHeader(&reader, seq: seq, file: dataFile)
                 if keep(seq, header) { items.append((seq, Array(bytes))) }
                 if items.count >= batch || visited >= 4 * batch {
                     more = true
@@ -67,7 +67,7 @@ extension EventLog {
     public func visibleRecord(_ seq: UInt64) throws -> Record? {
         try environment.withTransaction(readOnly: true) { txn in
             guard seq >= 1, seq <= (try readPosition(txn).head) else { return nil }
-            return try txn.get(events, key: keyBytes(seq)).map { try RecordCodec.decode($0) }
+            return try txn.get(events, key: keyBytes(seq)).map { try RecordCodec.decode($0, seq: seq, file: dataFile) }
         }
     }
 
@@ -81,7 +81,7 @@ extension EventLog {
                     throw EventLogError(.corrupt, "record \(seq) is missing below the head \(head): run `cdc log verify`")
                 }
                 var r = ByteReader(bytes)
-                return try RecordCodec.decodeHeader(&r).lsn
+                return try RecordCodec.decodeHeader(&r, seq: seq, file: dataFile).lsn
             }
         }
         // First seq whose LSN >= lsn.
@@ -105,7 +105,7 @@ extension EventLog {
     public func currentTableNames() throws -> [String] {
         var names: Set<String> = []
         for (_, seq) in try relationIndex() {
-            if let record = try record(seq), case .relation(let definition) = record.body { names.insert(definition.qualifiedName) }
+            if let definition = try relationDefinition(seq) { names.insert(definition.qualifiedName) }
         }
         return names.sorted()
     }

@@ -188,13 +188,13 @@ extension EventLog {
 
         try scan(from: 1, to: position.head) { seq, bytes in
             var reader = ByteReader(bytes)
-            let h = try RecordCodec.decodeHeader(&reader)
+            let h = try RecordCodec.decodeHeader(&reader, seq: seq, file: dataFile)
             stats.events += 1
             recordBytes += UInt64(bytes.count)
             let table: String?
             switch h.op {
             case .relation:
-                let definition = try RecordCodec.decodeRelation(&reader)
+                guard case .relation(let definition) = try RecordCodec.decode(bytes, seq: seq, file: dataFile).body else { return true }
                 tableOf[seq] = definition.qualifiedName
                 table = definition.qualifiedName
             case .message:
@@ -204,7 +204,7 @@ extension EventLog {
             default:
                 if let name = tableOf[h.relationSeq] {
                     table = name
-                } else if let record = try record(h.relationSeq), case .relation(let definition) = record.body {
+                } else if let definition = try relationDefinition(h.relationSeq) {
                     tableOf[h.relationSeq] = definition.qualifiedName
                     table = definition.qualifiedName
                 } else {

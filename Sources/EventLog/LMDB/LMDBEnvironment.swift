@@ -36,9 +36,9 @@ public final class LMDBEnvironment: @unchecked Sendable {
             var dead: Int32 = 0
             _ = mdb_reader_check(env, &dead)
         } catch {
-            mdb_env_close(env)
-            pthread_rwlock_destroy(resizeLock)
-            resizeLock.deallocate()
+            // Every stored property is set, so throwing runs deinit, which closes the handle (lmdb.h:
+            // after a failed mdb_env_open, mdb_env_close must be called, once). Closing here as well was
+            // a double free on every failed open (a damaged data.mdb: MDB_INVALID).
             throw error
         }
     }
@@ -112,20 +112,42 @@ public final class LMDBEnvironment: @unchecked Sendable {
             defer { pthread_rwlock_unlock(resizeLock) }
             try LMDBError.check(code, "mdb_txn_begin")
             let transaction = LMDBTransaction(txn: txn!)
+            let result: R
             do {
-                let result = try body(transaction)
-                if readOnly {
-                    mdb_txn_abort(txn)
-                } else {
-                    try LMDBError.check(mdb_txn_commit(txn), "mdb_txn_commit")
-                }
-                return result
+                result = try body(transaction)
             } catch {
                 mdb_txn_abort(txn)
                 throw error
             }
+            if readOnly {
+                mdb_txn_abort(txn)
+            } else {
+                // lmdb.h: mdb_txn_commit frees the transaction "even if it fails" (ENOSPC, EIO, ...):
+                // it must not be aborted afterwards (that was a double free on a full disk).
+                try LMDBError.check(mdb_txn_commit(txn), "mdb_txn_commit")
+            }
+            return result
         }
     }
+
+    /// `mdb_env_info`: the map size and, from the newest meta page, the last page in use and the last
+    /// transaction id. Reads only the meta pages.
+    public func info() -> MDB_envinfo {
+        var info = MDB_envinfo()
+        mdb_env_info(env, &info)
+        return info
+    }
+
+    /// `mdb_env_stat`: the page size (`ms_psize`) and the main database's statistics. Reads only the
+    /// meta pages.
+    public func environmentStat() -> MDB_stat {
+        var stat = MDB_stat()
+        mdb_env_stat(env, &stat)
+        return stat
+    }
+
+    /// The id of the snapshot a read transaction sees (`mdb_txn_id`): its meta page is `id & 1`.
+    public func transactionID(_ txn: LMDBTransaction) -> UInt64 { UInt64(mdb_txn_id(txn.txn)) }
 
     /// Statistics of a database: entries and pages.
     public func stat(_ db: LMDBDatabase) throws -> MDB_stat {
