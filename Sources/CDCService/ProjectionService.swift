@@ -172,6 +172,19 @@ extension Config {
         }
     }
 
+    /// The checks `cdc run` makes before any of its services starts, so that a mapping that does
+    /// not fit the log stops it before capture writes a record: the mapping parses and reads only
+    /// tables and columns the log describes. The warehouse side is checked by the projector once it
+    /// connects (the warehouse may be down at start; capture goes on without it).
+    public func preflightProjection() throws {
+        guard let warehouse else { return }
+        let mapping = try ProjectionMapping.load(path: warehouse.mapping)
+        // A missing or uninitialised log is capture's to report, with its own remedy.
+        guard FileManager.default.fileExists(atPath: log.path),
+              let reader = try? EventLog.openForReading(path: log.path), (try? reader.sourceIdentity()) != nil else { return }
+        try WarehouseSchema.checkSource(mapping, log: reader)
+    }
+
     /// Creates the warehouse schema of [warehouse] (or of `schema`) with the mapping's DDL, or checks
     /// it, after checking the mapping against the log. Returns true when it created the schema.
     public func prepareWarehouse(schema: String? = nil) throws -> (created: Bool, mapping: ProjectionMapping) {

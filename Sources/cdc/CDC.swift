@@ -148,6 +148,9 @@ struct Run: AsyncParsableCommand {
             }
             let config = try global.loadConfig()
             let projecting = config.warehouse != nil && !noProject
+            if projecting {
+                try await runOnDedicatedThread(name: "cdc-run-preflight") { try config.preflightProjection() }
+            }
             let watchdog = NotifyService.watchdogMicroseconds()
             let context = RunContext(health: ServiceHealth(projecting: projecting,
                                                            stallThreshold: ServiceHealth.stallThreshold(watchdogMicroseconds: watchdog)))
