@@ -19,6 +19,7 @@ public struct ConfigError: Error, CustomStringConvertible, Sendable {
 ///     publication = "cdc"
 ///     tables = ["public.facilities", ...]           # optional: the new publication's tables (default: all)
 ///     max_retained_wal = "4GB"                        # optional: alarm above this much WAL held by the slot
+///     origins = "any"                                 # optional: "none" skips transactions replicated from elsewhere
 ///     [log]
 ///     path = "/var/lib/cdc/log"
 ///     [warehouse]                                     # optional: used by the projectors
@@ -47,6 +48,8 @@ public struct Config: Sendable {
         public var tables: [String]?
         /// Above this many bytes of WAL retained by the slot: a warning, a `status` problem, /readyz 503.
         public var maxRetainedWAL: UInt64 = 4 << 30
+        /// Which transactions to capture by replication origin (`origins`).
+        public var origins: OriginFilter = .any
     }
 
     public struct Log: Sendable {
@@ -138,10 +141,16 @@ public struct Config: Sendable {
         try reader.onlyKeys(["source", "log", "warehouse", "metrics", "privacy", "audit"])
 
         let source = try reader.section("source")
-        try source.onlyKeys(["url", "slot", "publication", "tables", "max_retained_wal"])
+        try source.onlyKeys(["url", "slot", "publication", "tables", "max_retained_wal", "origins"])
         var src = Source(url: try source.string("url"), slot: try source.identifier("slot"),
                          publication: try source.identifier("publication"), tables: try source.stringArray("tables"))
         if let limit = try source.optionalBytes("max_retained_wal") { src.maxRetainedWAL = limit }
+        if let origins = try source.optionalString("origins") {
+            guard let filter = OriginFilter(rawValue: origins) else {
+                throw ConfigError("config \(path): source.origins must be \"any\" (capture every transaction) or \"none\" (skip transactions that logical replication applied from another node)")
+            }
+            src.origins = filter
+        }
 
         let log = try reader.section("log")
         try log.onlyKeys(["path"])

@@ -28,6 +28,8 @@ public struct CaptureOptions: Sendable {
     /// Put the actor trigger on published tables that lack it, at each connect and when a table first
     /// appears in the stream ([audit] actor).
     public var auditActor = false
+    /// Which transactions to capture by replication origin ([source] origins).
+    public var origins: OriginFilter = .any
     /// Where the loop reports that it iterates and what it is doing (`cdc run`'s health and watchdog).
     public var health: LoopHealth?
 
@@ -37,6 +39,16 @@ public struct CaptureOptions: Sendable {
         self.publication = publication
         self.endpos = endpos
     }
+}
+
+/// Which source transactions capture keeps, by replication origin (`[source] origins`), as
+/// PostgreSQL 16's `origin` subscription option: `any` keeps every transaction (a replicated one gets
+/// an `origin` record naming where it came from); `none` skips the transactions that logical
+/// replication applied from another node (a replication origin set in their session), so that two
+/// databases replicating to each other do not send changes back and forth.
+public enum OriginFilter: String, Sendable {
+    case any
+    case none
 }
 
 /// Why ``CaptureStream/run(stop:)`` returned.
@@ -81,6 +93,9 @@ public final class CaptureStream {
     private var txnXid: UInt32 = 0
     private var txnTime: Int64 = 0
     private var txnRecords = 0
+    /// The transaction has a replication origin and `[source] origins = "none"`: dropped, but its end
+    /// still moves the resume position.
+    private var txnFromOtherOrigin = false
 
     // Progress, for logs and endpos.
     private var endposReached = false
@@ -550,6 +565,7 @@ public final class CaptureStream {
             txnXid = xid
             txnTime = time
             txnRecords = 0
+            txnFromOtherOrigin = false
         case .commit(_, let commitLSN, let endLSN, let time):
             guard inTransaction else { throw CaptureError.protocolViolation("COMMIT outside a transaction") }
             inTransaction = false
@@ -560,13 +576,32 @@ public final class CaptureStream {
                 transactionsSkipped += 1
                 return
             }
+            if txnFromOtherOrigin {
+                transactionsSkipped += 1
+                writer.advanceResume(to: endLSN)
+                return
+            }
             writer.endTransaction(commitLSN: commitLSN, commitTime: time, resume: endLSN)
             transactionsWritten += 1
             committedTimes.append(time)
             for (key, count) in openCounts { committedCounts[key, default: 0] += count }
             openCounts.removeAll(keepingCapacity: true)
-        case .origin:
-            break  // the origin of replicated transactions is not recorded (yet)
+        case .origin(let originLSN, let name):
+            // Sent right after Begin, before any change, by a transaction that logical replication
+            // applied (pg_replication_origin_session_setup in its session).
+            guard try active() else { return }
+            guard txnRecords == 0 else { throw CaptureError.protocolViolation("Origin message after the transaction's first change") }
+            if options.origins == .none {
+                txnFromOtherOrigin = true
+                return
+            }
+            writer.append { w in
+                RecordCodec.writeHeader(RecordHeader(op: .origin, lsn: txnLSN, xid: txnXid, commitTime: txnTime, relationSeq: 0), to: &w)
+                w.string(name)
+                w.u64(originLSN.value)
+            }
+            txnRecords += 1
+            openCounts[UInt64(Operation.origin.rawValue), default: 0] += 1
         case .type:
             break  // names a domain by its base type: user types are named from the catalog (TypeNameResolver)
         case .relation(let oid, let namespace, let name, let identity, let columns):
@@ -659,7 +694,7 @@ public final class CaptureStream {
     @inline(__always)
     private func active() throws -> Bool {
         guard inTransaction else { throw CaptureError.protocolViolation("change outside a transaction") }
-        return !skipping
+        return !skipping && !txnFromOtherOrigin
     }
 
     @inline(__always)

@@ -158,6 +158,14 @@ extension EventLog {
                 }
             case .message:
                 break
+            case .origin:
+                // The first record of a replicated transaction, never on its own.
+                if let p = previous, !p.flags.contains(.endOfTransaction) {
+                    throw fail(seq, "an origin record inside a transaction (at \(h.lsn)): it must be its transaction's first record")
+                }
+                if h.xid == nil || h.flags.contains(.endOfTransaction) {
+                    throw fail(seq, "an origin record outside a source transaction (at \(h.lsn))")
+                }
             }
             if h.flags.contains(.endOfTransaction) { report.transactions += 1 }
             try frontier.append(leaf: leaf) { try checkNode(seq, $0, $1) }

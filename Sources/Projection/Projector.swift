@@ -318,7 +318,7 @@ public final class Projector {
         definitions.reserveCapacity(batch.count)
         for (seq, record) in batch {
             if let definition = record.relation { log.relationCatalog.remember(definition, at: seq) }
-            guard record.header.relationSeq != 0, record.header.op != .relation, record.header.op != .message,
+            guard record.header.relationSeq != 0, record.header.op.isChange,
                   let definition = try relation(record.header.relationSeq) else { definitions.append(nil); continue }
             let feeds = feeding(record.header.relationSeq, definition)
             guard !feeds.isEmpty else { definitions.append(nil); continue }

@@ -46,7 +46,7 @@ struct ChangeRecord {
             change.before = try tuple(&r)
         case .relation:
             change.relation = try RecordCodec.decodeRelation(&r)
-        case .truncate, .message:
+        case .truncate, .message, .origin:
             break
         }
         return change

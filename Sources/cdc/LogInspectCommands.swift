@@ -124,14 +124,14 @@ struct EventPrinter {
     var json = JSONWriter(capacity: 1 << 16)
     var out = StandardOutput()
     var printed = 0
-    /// The actor of each printed record's transaction ([audit] actor).
-    var actors: ActorTracker
+    /// The actor ([audit] actor) and origin of each printed record's transaction.
+    var transactions: TransactionTracker
 
     init(log: EventLog, format: Format) throws {
         self.log = log
         self.format = format
         exporter = JSONLExporter(log: log)
-        actors = ActorTracker(log: log)
+        transactions = TransactionTracker(log: log)
         if format == .table {
             let position = try log.position()
             let sampleXID = position.head > 0 ? try log.record(position.head)?.header.xid : nil
@@ -154,7 +154,7 @@ struct EventPrinter {
     /// Whether `record` passes `filter` (the seq range is the caller's).
     mutating func matches(_ record: Record, _ filter: EventFilter, seq: UInt64) throws -> Bool {
         guard filter.headerMatches(record.header) else { return false }
-        if let name = filter.actor, try actors.actor(seq: seq, record: record)?.matches(name) != true { return false }
+        if let name = filter.actor, try transactions.actor(seq: seq, record: record)?.matches(name) != true { return false }
         if filter.tables.isEmpty { return true }
         return filter.matches(record.header, table: try relation(of: record).table)
     }
@@ -170,15 +170,15 @@ struct EventPrinter {
 
     mutating func print(seq: UInt64, record: Record) throws {
         printed += 1
-        let actor = try actors.actor(seq: seq, record: record)
+        let context = try transactions.context(seq: seq, record: record)
         switch format {
         case .jsonl:
-            try exporter.render(seq: seq, record: record, actor: actor, into: &json)
+            try exporter.render(seq: seq, record: record, context: context, into: &json)
             out.bytes.append(contentsOf: json.bytes)
             json.bytes.removeAll(keepingCapacity: true)
         case .table:
             let (table, definition) = try relation(of: record)
-            out.line(renderer!.row(seq: seq, record: record, table: table, relation: definition, actor: actor))
+            out.line(renderer!.row(seq: seq, record: record, table: table, relation: definition, actor: context.actor))
         }
         try out.flushIfFull()
     }

@@ -223,6 +223,9 @@ struct CheckProof: AsyncParsableCommand {
                 w.raw(",\"key\":"); w.raw(c.isKey ? "true" : "false"); w.raw("}")
             }
             w.raw("]}")
+        case .origin(let name, let lsn):
+            w.raw(",\"origin\":"); w.string(name)
+            w.raw(",\"origin_lsn\":\""); w.raw(lsn.description); w.raw("\"")
         }
         w.raw("}")
         return String(decoding: w.bytes, as: UTF8.self)

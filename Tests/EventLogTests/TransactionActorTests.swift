@@ -3,7 +3,7 @@ import Foundation
 import Testing
 import TestSupport
 
-/// The actor rule of ``TransactionActor`` and ``ActorTracker`` on a log written by EventLogWriter: a
+/// The actor rule of ``TransactionActor`` and ``TransactionTracker`` on a log written by EventLogWriter: a
 /// transaction's actor is its first `cdc.actor` message before its first row, never the one before it,
 /// and `--actor NAME` matches the db_user (the login) or the app_user, not the current_user.
 @Suite(.timeLimit(.minutes(15))) struct TransactionActorTests {
@@ -73,20 +73,20 @@ import TestSupport
         let records = try Self.records(log)
         #expect(records.count == 11)
         // Read from the start, every record shown.
-        var tracker = ActorTracker(log: log)
+        var tracker = TransactionTracker(log: log)
         for (seq, record) in records {
             let actor = try tracker.actor(seq: seq, record: record)
             if let want = expected[seq] { #expect(Self.who(actor) == want, "row seq \(seq)") }
         }
         // Shown from each row on (a reader starting there), and shown only the rows (a filter).
         for start in expected.keys.sorted() {
-            var fromHere = ActorTracker(log: log)
+            var fromHere = TransactionTracker(log: log)
             for (seq, record) in records where seq >= start {
                 let actor = try fromHere.actor(seq: seq, record: record)
                 if let want = expected[seq] { #expect(Self.who(actor) == want, "from seq \(start), row seq \(seq)") }
             }
         }
-        var rowsOnly = ActorTracker(log: log)
+        var rowsOnly = TransactionTracker(log: log)
         for (seq, record) in records where expected[seq] != nil {
             #expect(Self.who(try rowsOnly.actor(seq: seq, record: record)) == expected[seq]!, "rows only, seq \(seq)")
         }

@@ -16,8 +16,9 @@ public struct JSONLExporter {
     }
 
     /// Appends one line (with its newline) for record `seq`; a row or truncate record of a transaction
-    /// with an actor (``TransactionActor``) gets an `actor` object.
-    public mutating func render(seq: UInt64, record: Record, actor: TransactionActor? = nil, into w: inout JSONWriter) throws {
+    /// with an actor (``TransactionActor``) gets an `actor` object, and of a replicated transaction the
+    /// name of its `origin`.
+    public mutating func render(seq: UInt64, record: Record, context: TransactionContext = .init(), into w: inout JSONWriter) throws {
         let h = record.header
         if case .relation(let definition) = record.body { log.relationCatalog.remember(definition, at: seq) }
         Self.renderHeader(seq: seq, h, into: &w)
@@ -25,7 +26,7 @@ public struct JSONLExporter {
         let definition: RelationDefinition?
         switch record.body {
         case .relation(let d): definition = d
-        case .message: definition = nil
+        case .message, .origin: definition = nil
         default: definition = try relation(h.relationSeq)
         }
         if let definition { w.string(definition.qualifiedName) } else { w.raw("null") }
@@ -69,8 +70,14 @@ public struct JSONLExporter {
                 w.raw(",\"key\":"); w.raw(c.isKey ? "true" : "false"); w.raw("}")
             }
             w.raw("]}")
+        case .origin(let name, let lsn):
+            w.raw(",\"before\":null,\"after\":null,\"origin\":"); w.string(name)
+            w.raw(",\"origin_lsn\":\""); w.raw(lsn.description); w.raw("\"")
         }
-        if let actor, record.isChange {
+        if let origin = context.origin, record.isChange {
+            w.raw(",\"origin\":"); w.string(origin)
+        }
+        if let actor = context.actor, record.isChange {
             w.raw(",\"actor\":{")
             for (i, (key, value)) in actor.values.enumerated() {
                 if i > 0 { w.raw(",") }

@@ -11,6 +11,18 @@ public enum Operation: UInt8, Sendable, CaseIterable {
     case message = 6
     /// A relation definition (a version of a table's schema) that later row records refer to.
     case relation = 7
+    /// The origin of a replicated transaction (pgoutput's Origin message): the first record of a
+    /// transaction that another node's logical replication applied here.
+    case origin = 8
+
+    /// A change to a table's rows (snapshot, insert, update, delete, truncate): the records that carry
+    /// a relation seq and feed history and projection.
+    public var isChange: Bool {
+        switch self {
+        case .snapshot, .insert, .update, .delete, .truncate: true
+        case .message, .relation, .origin: false
+        }
+    }
 
     /// The name used in exports (`op`).
     public var name: String {
@@ -22,6 +34,7 @@ public enum Operation: UInt8, Sendable, CaseIterable {
         case .truncate: "truncate"
         case .message: "message"
         case .relation: "relation"
+        case .origin: "origin"
         }
     }
 

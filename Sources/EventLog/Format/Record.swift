@@ -70,6 +70,9 @@ public struct Record: Equatable, Sendable {
         case truncate
         case message(prefix: String, content: [UInt8])
         case relation(RelationDefinition)
+        /// The replication origin that applied the transaction, and the transaction's commit LSN on
+        /// that origin (0/0 when the applier did not set one).
+        case origin(name: String, lsn: LSN)
     }
 
     public var header: RecordHeader
@@ -127,6 +130,9 @@ public enum RecordCodec {
             content.withUnsafeBytes { w.blob($0) }
         case .relation(let r):
             writeRelation(r, to: &w)
+        case .origin(let name, let lsn):
+            w.string(name)
+            w.u64(lsn.value)
         }
         return w.bytes
     }
@@ -184,6 +190,9 @@ public enum RecordCodec {
             body = .message(prefix: prefix, content: Array(try r.blob()))
         case .relation:
             body = .relation(try decodeRelation(&r))
+        case .origin:
+            let name = try r.string()
+            body = .origin(name: name, lsn: LSN(try r.u64()))
         }
         guard r.remaining == 0 else { throw FormatError.malformed("\(r.remaining) trailing bytes") }
         return Record(header: header, body: body)

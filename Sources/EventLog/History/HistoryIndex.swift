@@ -179,7 +179,7 @@ public final class HistoryIndex: @unchecked Sendable {
     private func keys(seq: UInt64, record: UnsafeRawBufferPointer) throws -> [[UInt8]] {
         guard let op = record.first.flatMap(Operation.init(rawValue:)) else { return [] }
         switch op {
-        case .relation, .message:
+        case .relation, .message, .origin:
             return []
         default:
             var r = ByteReader(record)

@@ -69,7 +69,7 @@ extension EventLog {
         func consider(_ seq: UInt64, _ bytes: UnsafeRawBufferPointer) throws {
             var r = ByteReader(bytes)
             let header = try RecordCodec.decodeHeader(&r)
-            guard header.op != .relation, header.op != .message, let columns = try keyColumnsOf(header.relationSeq) else { return }
+            guard header.op.isChange, let columns = try keyColumnsOf(header.relationSeq) else { return }
             let keys = try HistoryKey.parts(record: bytes, keyColumns: columns)
             if keys.contains(where: { $0 == target || $0 == HistoryKey.truncateMarker }) {
                 found.append((seq, try RecordCodec.decode(bytes), keys))

@@ -95,6 +95,8 @@ public enum ChangeSummary {
             }
             let list = d.columns.map { "\($0.name) \($0.typeName)\($0.isKey && d.replicaIdentity != UInt8(ascii: "f") ? " key" : "")" }
             return "replica identity \(identity); " + list.joined(separator: ", ")
+        case .origin(let name, let lsn):
+            return "replicated from origin \(DisplayText.escaped(Array(name.utf8)))" + (lsn == .zero ? "" : " (its commit \(lsn))")
         }
     }
 }

@@ -66,6 +66,8 @@ public struct LogStatistics: Encodable, Sendable {
     /// Logical decoding messages (they belong to no table), transactional or not.
     public var messages: UInt64 = 0
     public var nonTransactionalMessages: UInt64 = 0
+    /// Transactions that another node's logical replication applied (one `origin` record each).
+    public var replicatedTransactions: UInt64 = 0
     public var size: Size
     /// Read transactions open on the log when the statistics were taken (other `cdc log` readers).
     public var openReaders: [LMDBReader]
@@ -77,6 +79,7 @@ public struct LogStatistics: Encodable, Sendable {
         case log, source, state, head, events, transactions, snapshot, messages, size, privacy
         case resumeLSN = "resume_lsn", firstCommit = "first_commit", lastCommit = "last_commit"
         case byTable = "by_table", nonTransactionalMessages = "non_transactional_messages", openReaders = "open_readers"
+        case replicatedTransactions = "replicated_transactions"
     }
 
     /// The report for people, in lines (each cut to `width` when given).
@@ -96,6 +99,7 @@ public struct LogStatistics: Encodable, Sendable {
         var eventsText = "\(groupedDigits(events)): \(counted(transactions, "transaction"))"
         if snapshot != nil { eventsText += " and the snapshot" }
         if messages > 0 { eventsText += "; \(counted(messages, "message")) (\(groupedDigits(nonTransactionalMessages)) non-transactional)" }
+        if replicatedTransactions > 0 { eventsText += "; \(counted(replicatedTransactions, "replicated transaction")) (with an origin)" }
         overview.append(("events", eventsText))
         if let snapshot {
             overview.append(("snapshot", "\(counted(snapshot.rows, "row")) of \(counted(snapshot.tables, "table")) at \(snapshot.lsn), \(snapshot.time ?? "unknown time")"))
@@ -114,7 +118,8 @@ public struct LogStatistics: Encodable, Sendable {
 
         // Events per table and operation: one column per operation present in the log.
         lines.append("")
-        let present = Operation.allCases.filter { op in byTable.values.contains { ($0[op.name] ?? 0) > 0 } || (op == .message && messages > 0) }
+        let present = Operation.allCases.filter { op in byTable.values.contains { ($0[op.name] ?? 0) > 0 } || (op == .message && messages > 0)
+            || (op == .origin && replicatedTransactions > 0) }
         var table = TextTable(header: ["table"] + present.map(\.name) + ["total"], rightAligned: Set(1...(present.count + 1)))
         var totals = [UInt64](repeating: 0, count: present.count)
         for name in byTable.keys.sorted() {
@@ -126,6 +131,11 @@ public struct LogStatistics: Encodable, Sendable {
             let counts = present.map { $0 == .message ? messages : 0 }
             for (i, c) in counts.enumerated() { totals[i] += c }
             table.rows.append(["(messages)"] + counts.map(groupedDigits) + [groupedDigits(messages)])
+        }
+        if replicatedTransactions > 0 {
+            let counts = present.map { $0 == .origin ? replicatedTransactions : 0 }
+            for (i, c) in counts.enumerated() { totals[i] += c }
+            table.rows.append(["(origins)"] + counts.map(groupedDigits) + [groupedDigits(replicatedTransactions)])
         }
         table.rows.append(["total"] + totals.map(groupedDigits) + [groupedDigits(totals.reduce(0, +))])
         lines += table.lines(width: width)
@@ -197,6 +207,9 @@ extension EventLog {
                 guard case .relation(let definition) = try RecordCodec.decode(bytes, seq: seq, file: dataFile).body else { return true }
                 tableOf[seq] = definition.qualifiedName
                 table = definition.qualifiedName
+            case .origin:
+                table = nil
+                stats.replicatedTransactions += 1
             case .message:
                 table = nil
                 stats.messages += 1

@@ -51,36 +51,62 @@ public struct TransactionActor: Equatable, Sendable {
     }
 }
 
-/// Follows the log in seq order and knows the actor of the transaction of each record it is shown, looking
-/// a transaction up in the log only when it was not shown from its first record (a reader that starts in
-/// the middle, or skipped records by a filter).
-public struct ActorTracker {
+/// What a transaction's first records say about it: who made it (``TransactionActor``) and, for a
+/// transaction that another node's logical replication applied, the replication origin's name (its
+/// `origin` record, the transaction's first).
+public struct TransactionContext: Equatable, Sendable {
+    public var actor: TransactionActor?
+    public var origin: String?
+
+    public init(actor: TransactionActor? = nil, origin: String? = nil) {
+        self.actor = actor
+        self.origin = origin
+    }
+
+    /// Takes what `record`, one of the transaction's records before its first change, says.
+    mutating func note(_ record: Record) {
+        if actor == nil, let found = TransactionActor(record) { actor = found }
+        if origin == nil, case .origin(let name, _) = record.body { origin = name }
+    }
+}
+
+/// Follows the log in seq order and knows the context (actor, origin) of the transaction of each record
+/// it is shown, looking a transaction up in the log only when it was not shown from its first record (a
+/// reader that starts in the middle, or skipped records by a filter).
+public struct TransactionTracker {
     let log: EventLog
-    /// The transaction (commit LSN, xid) whose actor is known, and that actor.
-    private var current: (lsn: LSN, xid: UInt32, actor: TransactionActor?, sawRow: Bool)?
+    /// The transaction (commit LSN, xid) whose context is known, and that context.
+    private var current: (lsn: LSN, xid: UInt32, context: TransactionContext, sawRow: Bool)?
     /// The seq of the last record shown, and whether it ended its transaction.
     private var previous: (seq: UInt64, endedTransaction: Bool)?
 
     public init(log: EventLog) { self.log = log }
 
-    /// The actor of record `seq`'s transaction (nil: none, or not a transaction's record). Call it for
-    /// every record a reader handles, in increasing seq order.
+    /// The actor of record `seq`'s transaction (nil: none, or not a transaction's record).
     public mutating func actor(seq: UInt64, record: Record) throws -> TransactionActor? {
+        try context(seq: seq, record: record).actor
+    }
+
+    /// The context of record `seq`'s transaction (empty for the snapshot and non-transactional
+    /// messages). Call it for every record a reader handles, in increasing seq order.
+    public mutating func context(seq: UInt64, record: Record) throws -> TransactionContext {
         defer { previous = (seq, record.header.flags.contains(.endOfTransaction)) }
         let h = record.header
-        guard let xid = h.xid, h.op != .snapshot else { return nil }
+        guard let xid = h.xid, h.op != .snapshot else { return TransactionContext() }
         if let c = current, c.lsn == h.lsn, c.xid == xid {
-            if !c.sawRow, c.actor == nil, let actor = TransactionActor(record) { current?.actor = actor }
+            if !c.sawRow { current?.context.note(record) }
             if record.isChange { current?.sawRow = true }
-            return current?.actor
+            return current!.context
         }
         // A new transaction: seen from its start when the previous record shown ended the one before it.
         if let p = previous, p.endedTransaction, p.seq + 1 == seq {
-            current = (h.lsn, xid, TransactionActor(record), record.isChange)
+            var context = TransactionContext()
+            context.note(record)
+            current = (h.lsn, xid, context, record.isChange)
         } else {
-            current = (h.lsn, xid, try log.actor(ofTransactionAt: h.lsn), true)
+            current = (h.lsn, xid, try log.context(ofTransactionAt: h.lsn), true)
         }
-        return current?.actor
+        return current!.context
     }
 }
 
@@ -89,25 +115,28 @@ extension Record {
     var isChange: Bool {
         switch body {
         case .row, .truncate: true
-        case .message, .relation: false
+        case .message, .relation, .origin: false
         }
     }
 }
 
 extension EventLog {
-    /// The actor of the visible transaction whose commit LSN is `lsn` (nil: none): O(log n) reads to
-    /// find its first record, then its records up to its first row.
+    /// The actor of the visible transaction whose commit LSN is `lsn` (nil: none).
     public func actor(ofTransactionAt lsn: LSN) throws -> TransactionActor? {
+        try context(ofTransactionAt: lsn).actor
+    }
+
+    /// The context of the visible transaction whose commit LSN is `lsn`: O(log n) reads to find its
+    /// first record, then its records up to its first row.
+    public func context(ofTransactionAt lsn: LSN) throws -> TransactionContext {
         let head = try position().head
-        guard let range = try recordRange(commitLSN: lsn, head: head) else { return nil }
-        var found: TransactionActor?
+        var found = TransactionContext()
+        guard let range = try recordRange(commitLSN: lsn, head: head) else { return found }
         try visitRecords(from: range.lowerBound, to: range.upperBound, batch: 64) { seq, bytes in
             let record = try bytes.withUnsafeBytes { try RecordCodec.decode($0, seq: seq, file: dataFile) }
-            if let actor = TransactionActor(record) {
-                found = actor
-                return false
-            }
-            return !record.isChange
+            if record.isChange { return false }
+            found.note(record)
+            return true
         }
         return found
     }
