@@ -172,17 +172,24 @@ extension Config {
         }
     }
 
-    /// The checks `cdc run` makes before any of its services starts, so that a mapping that does
-    /// not fit the log stops it before capture writes a record: the mapping parses and reads only
-    /// tables and columns the log describes. The warehouse side is checked by the projector once it
-    /// connects (the warehouse may be down at start; capture goes on without it).
-    public func preflightProjection() throws {
+    /// The checks `cdc run` makes before any of its services starts, so that a projection that
+    /// cannot work stops it before capture writes a record (capture and projection start together,
+    /// and capture may otherwise write the log before the projector finds out): the mapping parses
+    /// and reads only tables and columns the log describes; with `mustReachWarehouse` (`--endpos`,
+    /// which must project what it captures) the warehouse answers and its schema fits the mapping and
+    /// the log (``WarehouseSchema/checkFit``). A live `cdc run` does not wait for the warehouse here
+    /// (it may be down or unreachable for minutes): capture starts, and its projector connects,
+    /// checks the same, and retries.
+    public func preflightProjection(mustReachWarehouse: Bool) throws {
         guard let warehouse else { return }
         let mapping = try ProjectionMapping.load(path: warehouse.mapping)
         // A missing or uninitialised log is capture's to report, with its own remedy.
         guard FileManager.default.fileExists(atPath: log.path),
-              let reader = try? EventLog.openForReading(path: log.path), (try? reader.sourceIdentity()) != nil else { return }
+              let reader = try? EventLog.openForReading(path: log.path), let identity = try? reader.sourceIdentity() else { return }
         try WarehouseSchema.checkSource(mapping, log: reader)
+        guard mustReachWarehouse else { return }
+        let connection = try warehouse.target().connect()
+        try WarehouseSchema.checkFit(connection, schema: warehouse.schema, mapping: mapping, logSource: WarehouseSchema.logSource(identity))
     }
 
     /// Creates the warehouse schema of [warehouse] (or of `schema`) with the mapping's DDL, or checks

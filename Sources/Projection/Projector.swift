@@ -93,12 +93,7 @@ public final class Projector {
     /// (Re)reads the checkpoint and every dimension's current versions.
     func load() throws {
         let schema = target.schema
-        guard let checkpoint = try WarehouseSchema.checkpoint(connection, schema: schema, projection: mapping.name) else {
-            throw WarehouseError(.checkpointMissing, "warehouse schema \(schema) has no cdc checkpoint: run `cdc init` to create the warehouse")
-        }
-        try WarehouseSchema.check(checkpoint, schema: schema, mapping: mapping, logSource: logSource)
-        let catalog = try WarehouseSchema.catalog(connection, schema: schema)
-        try mapping.check(warehouseColumns: catalog.mapValues { Set($0.keys) }, schema: schema)
+        let (checkpoint, catalog) = try WarehouseSchema.fit(connection, schema: schema, mapping: mapping, logSource: logSource)
         dimensions = try mapping.dimensions.map { try DimensionProjector(spec: $0, catalog: catalog[$0.table]!) }
         facts = try mapping.facts.map { try FactProjector(spec: $0, catalog: catalog[$0.table]!) }
         let dimensionByName = Dictionary(uniqueKeysWithValues: dimensions.map { ($0.spec.table, $0) })

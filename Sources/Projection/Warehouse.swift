@@ -174,6 +174,24 @@ public enum WarehouseSchema {
         }
     }
 
+    /// The checks a projector makes before it writes `schema`: a checkpoint of this mapping, schema
+    /// version and log, and every table and column the mapping writes.
+    public static func checkFit(_ connection: PGConnection, schema: String, mapping: ProjectionMapping, logSource: String) throws {
+        _ = try fit(connection, schema: schema, mapping: mapping, logSource: logSource)
+    }
+
+    /// ``checkFit(_:schema:mapping:logSource:)``, returning the checkpoint and the schema's catalog.
+    static func fit(_ connection: PGConnection, schema: String, mapping: ProjectionMapping,
+                    logSource: String) throws -> (checkpoint: Checkpoint, catalog: [String: [String: WarehouseColumn]]) {
+        guard let checkpoint = try checkpoint(connection, schema: schema, projection: mapping.name) else {
+            throw WarehouseError(.checkpointMissing, "warehouse schema \(schema) has no cdc checkpoint: run `cdc init` to create the warehouse")
+        }
+        try check(checkpoint, schema: schema, mapping: mapping, logSource: logSource)
+        let catalog = try catalog(connection, schema: schema)
+        try mapping.check(warehouseColumns: catalog.mapValues { Set($0.keys) }, schema: schema)
+        return (checkpoint, catalog)
+    }
+
     /// The columns of every table of `schema`: table → column → type and nullability.
     static func catalog(_ connection: PGConnection, schema: String) throws -> [String: [String: WarehouseColumn]] {
         let result = try connection.query("""

@@ -149,7 +149,8 @@ struct Run: AsyncParsableCommand {
             let config = try global.loadConfig()
             let projecting = config.warehouse != nil && !noProject
             if projecting {
-                try await runOnDedicatedThread(name: "cdc-run-preflight") { try config.preflightProjection() }
+                let drains = stopAt != nil
+                try await runOnDedicatedThread(name: "cdc-run-preflight") { try config.preflightProjection(mustReachWarehouse: drains) }
             }
             let watchdog = NotifyService.watchdogMicroseconds()
             let context = RunContext(health: ServiceHealth(projecting: projecting,
