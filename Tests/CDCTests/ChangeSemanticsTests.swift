@@ -308,11 +308,15 @@ import TestSupport
         let events = try ws.export()
         expectExportInvariants(events)
         let rows = events.filter { $0["op"] as? String != "relation" }
-        #expect(rows.map { "\($0["op"] ?? "?") \($0["table"] ?? "?")" } == [
-            "insert public.surgeons", "insert public.facilities", "update public.surgeons", "insert public.surgeons",
+        // Each transaction of the session with an origin starts with an origin record naming it; the
+        // local one has none.
+        #expect(rows.map { "\($0["op"] ?? "?") \($0["table"] as? String ?? $0["origin"] as? String ?? "?")" } == [
+            "origin \(origin)", "insert public.surgeons", "origin \(origin)", "insert public.facilities", "update public.surgeons",
+            "insert public.surgeons",
         ])
-        #expect(row(rows.first)?["surgeon_id"] as? String == "S-ORIGIN")
+        #expect(row(rows[1])?["surgeon_id"] as? String == "S-ORIGIN")
         #expect(row(rows.last)?["surgeon_id"] as? String == "S-LOCAL")
+        #expect(rows.filter { $0["table"] is String }.map { $0["origin"] as? String } == [origin, origin, origin, nil])
     }
 
     @Test func rolledBackWorkIsAbsentAndTheRestOfItsTransactionPresent() throws {

@@ -125,7 +125,7 @@ func expectExportInvariants(_ events: [Event], sourceLocation: SourceLocation = 
             #expect(time.wholeMatch(of: timeFormat) != nil, "commit_time is RFC 3339 UTC: \(time)", sourceLocation: sourceLocation)
         }
         let op = event["op"] as? String ?? "?"
-        #expect(["snapshot", "insert", "update", "delete", "truncate", "message", "relation"].contains(op),
+        #expect(["snapshot", "insert", "update", "delete", "truncate", "message", "relation", "origin"].contains(op),
                 "op \(op) is one of the contract's", sourceLocation: sourceLocation)
         if ["snapshot", "insert", "update", "delete", "truncate"].contains(op) {
             let relationSeq = event["relation_seq"] as? Int ?? 0
@@ -133,6 +133,12 @@ func expectExportInvariants(_ events: [Event], sourceLocation: SourceLocation = 
             #expect(relationSeq < seq && relation?["op"] as? String == "relation"
                         && relation?["table"] as? String == event["table"] as? String,
                     "seq \(seq) points at an earlier relation record of \(event["table"] ?? "?")", sourceLocation: sourceLocation)
+        }
+        if op == "origin" {
+            #expect(event["xid"] is Int && event["origin"] is String && event["origin_lsn"] is String,
+                    "an origin record belongs to a transaction and names the origin (seq \(seq))", sourceLocation: sourceLocation)
+            #expect(index == 0 || (events[index - 1]["xid"] as? Int) != (event["xid"] as? Int),
+                    "an origin record is its transaction's first (seq \(seq))", sourceLocation: sourceLocation)
         }
     }
 }
