@@ -19,6 +19,9 @@ final class FactProjector {
         var identity: [String?]
         /// The grain of the warehouse row, for a row read from it.
         var originalGrain: [String?]?
+        /// Changed by the batch (or new): only such rows are written. A row read for a lookup or for a
+        /// snapshot record equal to it is left as the warehouse has it.
+        var dirty = true
 
         init(row: [String?], lookupKeys: [[String?]], existed: Bool, identity: [String?]) {
             self.row = row
@@ -144,6 +147,7 @@ final class FactProjector {
                     // Once the batch in flight commits, the row is stored as it left it.
                     let copy = Row(row: fact.row, lookupKeys: fact.lookupKeys, existed: true, identity: layout.identity.map { fact.row[$0] })
                     copy.originalGrain = grain
+                    copy.dirty = false
                     rows[grain] = copy
                     noteParent(copy, grain)
                     wanted.remove(grain)
@@ -190,6 +194,7 @@ final class FactProjector {
             let grain = grainColumns.map { row[$0] }
             let fact = Row(row: row, lookupKeys: lookupKeys, existed: true, identity: layout.identity.map { row[$0] })
             fact.originalGrain = grain
+            fact.dirty = false
             rows[grain] = fact
             noteParent(fact, grain)
         }
@@ -212,7 +217,9 @@ final class FactProjector {
             guard let after else { return }
             let grain = plan.values(after, grainRange)
             let old = before.map { plan.values($0, grainRange) } ?? grain
-            if let existing = rows[old] ?? rows[grain] {
+            if record.header.op == .snapshot, let existing = rows[grain] {
+                refresh(existing, after, plan: plan, ctx, clock: clock)
+            } else if let existing = rows[old] ?? rows[grain] {
                 if old != grain { rows[old] = nil; rows[grain] = existing }
                 update(existing, after, plan: plan, ctx, clock: clock)
                 if old != grain { adoptEarly(existing, grain, ctx) }
@@ -254,7 +261,19 @@ final class FactProjector {
         if let parentColumn, let parent = fact.row[parentColumn] { rowsByParent[parent, default: []].append(grain) }
     }
 
+    /// A snapshot record of a row the fact has (a backfill, a re-read): a change like an update when
+    /// it brings other values (or other lookup business keys), else nothing, not even `updated_at`.
+    func refresh(_ fact: Row, _ after: [Incoming], plan: SourcePlan, _ ctx: ChangeContext, clock: WarehouseClock) {
+        let row = fact.row, lookupKeys = fact.lookupKeys, dirty = fact.dirty
+        update(fact, after, plan: plan, ctx, clock: clock)
+        guard fact.lookupKeys == lookupKeys,
+              fact.row.indices.allSatisfy({ $0 == cUpdated || $0 == cLSN || fact.row[$0] == row[$0] }) else { return }
+        fact.row = row
+        fact.dirty = dirty
+    }
+
     func update(_ fact: Row, _ after: [Incoming], plan: SourcePlan, _ ctx: ChangeContext, clock: WarehouseClock) {
+        fact.dirty = true
         for (i, column) in grainColumns.enumerated() {
             if case .value(let v) = plan.incoming(after, i) { fact.row[column] = v }
         }
@@ -357,14 +376,20 @@ final class FactProjector {
                 if let fact = rows[old] { set(fact, milestone.columns, nil, ctx) } else { dropEarly(index, old) }
             }
             guard let fact = rows[grain] else {
-                keepEarly(index, grain, after, plan: plan, ctx)
+                keepEarly(index, grain, after, plan: plan, ctx, snapshot: record.header.op == .snapshot)
                 return
             }
+            // A snapshot record equal to what the row holds (a backfill, a re-read) changes nothing.
+            if record.header.op == .snapshot, milestone.columns.enumerated().allSatisfy({ i, column in
+                guard case .value(let v) = plan.incoming(after, first + i) else { return true }
+                return fact.row[column] == v
+            }) { return }
             for (i, column) in milestone.columns.enumerated() {
                 if case .value(let v) = plan.incoming(after, first + i) { fact.row[column] = v }
             }
             fact.row[cUpdated] = ctx.timestamp
             fact.row[cLSN] = ctx.lsnText
+            fact.dirty = true
         case .delete:
             guard clear, let before else { return }
             let grain = plan.values(before, grainRange)
@@ -375,6 +400,7 @@ final class FactProjector {
     }
 
     func set(_ fact: Row, _ columns: [Int], _ value: String?, _ ctx: ChangeContext) {
+        fact.dirty = true
         for column in columns { fact.row[column] = value }
         fact.row[cUpdated] = ctx.timestamp
         fact.row[cLSN] = ctx.lsnText
@@ -383,14 +409,17 @@ final class FactProjector {
     // MARK: Early-arriving milestones
 
     /// Keeps milestone `index`'s values for `grain`, whose fact row does not exist: on top of what an
-    /// earlier change kept (an unchanged TOASTed value keeps the kept one).
-    func keepEarly(_ index: Int, _ grain: [String?], _ after: [Incoming], plan: SourcePlan, _ ctx: ChangeContext) {
+    /// earlier change kept (an unchanged TOASTed value keeps the kept one). A `snapshot` record equal
+    /// to the kept values changes nothing.
+    func keepEarly(_ index: Int, _ grain: [String?], _ after: [Incoming], plan: SourcePlan, _ ctx: ChangeContext, snapshot: Bool = false) {
         guard !grain.contains(where: { $0 == nil }) else { return }
         let first = grainColumns.count
-        var entry = early[grain]?[index] ?? EarlyArrival(values: Array(repeating: nil, count: milestones[index].columns.count), lsn: "", time: "")
+        let kept = early[grain]?[index]
+        var entry = kept ?? EarlyArrival(values: Array(repeating: nil, count: milestones[index].columns.count), lsn: "", time: "")
         for i in entry.values.indices {
             if case .value(let v) = plan.incoming(after, first + i) { entry.values[i] = .some(v) }
         }
+        if snapshot, let kept, kept.values == entry.values { return }
         entry.lsn = ctx.lsnText
         entry.time = ctx.timestamp
         early[grain, default: [:]][index] = entry
@@ -420,6 +449,7 @@ final class FactProjector {
             }
             earlyTouched.insert(.init(grain: grain, milestone: index))
         }
+        fact.dirty = true
         fact.row[cUpdated] = ctx.timestamp
         fact.row[cLSN] = ctx.lsnText
     }
@@ -509,7 +539,9 @@ final class FactProjector {
         /// batch's view of this one).
         var deletedGrains: Set<[String?]>
         var cascade: [String]
-        /// Every row the batch leaves, by grain: rows with `existed` are updated, the others inserted.
+        /// Every row the batch changed or added, by grain: rows with `existed` are updated, the others
+        /// inserted. Rows it only read (for a lookup, or a snapshot record equal to them) are not here:
+        /// the warehouse holds them as they are.
         var rows: [[String?]: Row]
         /// Changes to `cdc_early_arrivals`.
         var early = EarlyArrival.Writes()
@@ -522,7 +554,7 @@ final class FactProjector {
             if let original = fact.originalGrain, original != grain { gone.insert(original) }
         }
         let writes = Writes(truncated: truncated, cleared: clearedMilestones, deleted: deletedIdentities, deletedGrains: gone,
-                            cascade: cascadeKeys, rows: rows, early: drainEarly())
+                            cascade: cascadeKeys, rows: rows.filter { $0.value.dirty }, early: drainEarly())
         rows = [:]
         rowsByParent = [:]
         deletedIdentities = []

@@ -52,6 +52,8 @@ public final class Projector {
     var handlers: [String: [Handler]] = [:]
     var handlersByRelation: [UInt64: [Handler]] = [:]
     var contexts: (lsn: UInt64, context: ChangeContext)?
+    /// The commit LSN of `cdc init`'s snapshot (record 1's; 0 when record 1 has an xid), read once.
+    var initialSnapshotLSN: UInt64?
     var stagingCreated: Set<String> = []
     /// Staging tables filled in the open warehouse transaction (ON COMMIT DELETE ROWS empties them only
     /// at its end): emptied before the next chunk fills them again.
@@ -322,7 +324,7 @@ public final class Projector {
                 switch handler {
                 case .fact(let f):
                     let plan = f.source.plan(record.header.relationSeq, definition)
-                    if record.header.op == .update || record.header.op == .delete {
+                    if try record.header.op == .update || record.header.op == .delete || upserts(record.header) {
                         needed[ObjectIdentifier(f), default: []].formUnion(f.grains(of: record, plan: plan))
                     }
                     guard let after = record.after else { break }
@@ -413,6 +415,17 @@ public final class Projector {
         let feeds = handlers[definition.qualifiedName] ?? []
         handlersByRelation[seq] = feeds
         return feeds
+    }
+
+    /// A snapshot record that may meet a row the warehouse has: one of a backfill or a re-read
+    /// (`cdc snapshot`), folded as an upsert, so its fact row is read first like an update's. Not one
+    /// of `cdc init`'s snapshot: the log's first rows, at the commit LSN of record 1, each key once.
+    func upserts(_ header: RecordHeader) throws -> Bool {
+        guard header.op == .snapshot else { return false }
+        if initialSnapshotLSN == nil, let first = try log.record(1) {
+            initialSnapshotLSN = first.header.xid == nil ? first.header.lsn.value : 0
+        }
+        return header.lsn.value != initialSnapshotLSN
     }
 
     func relation(_ seq: UInt64) throws -> RelationDefinition? {
