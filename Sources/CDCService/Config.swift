@@ -47,6 +47,8 @@ public struct Config: Sendable {
         public var tables: [String]?
         /// Above this many bytes of WAL retained by the slot: a warning, a `status` problem, /readyz 503.
         public var maxRetainedWAL: UInt64 = 4 << 30
+        /// `streaming`: stream in-progress transactions (pgoutput protocol 2) on servers that can (14+).
+        public var streaming = true
     }
 
     public struct Log: Sendable {
@@ -138,10 +140,11 @@ public struct Config: Sendable {
         try reader.onlyKeys(["source", "log", "warehouse", "metrics", "privacy", "audit"])
 
         let source = try reader.section("source")
-        try source.onlyKeys(["url", "slot", "publication", "tables", "max_retained_wal"])
+        try source.onlyKeys(["url", "slot", "publication", "tables", "max_retained_wal", "streaming"])
         var src = Source(url: try source.string("url"), slot: try source.identifier("slot"),
                          publication: try source.identifier("publication"), tables: try source.stringArray("tables"))
         if let limit = try source.optionalBytes("max_retained_wal") { src.maxRetainedWAL = limit }
+        if let streaming = try source.optionalBool("streaming") { src.streaming = streaming }
 
         let log = try reader.section("log")
         try log.onlyKeys(["path"])
