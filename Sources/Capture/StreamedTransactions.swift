@@ -118,6 +118,7 @@ final class StreamedTransactions {
                           value: { UnsafeRawBufferPointer(rebasing: all[entries[$0].start..<entries[$0].end]) })
         }
         for entry in entries { open[entry.xid]?.spilled = true }
+        store.releaseMappedPages()
         arena.removeAll(keepingCapacity: true)
         buffered.removeAll(keepingCapacity: true)
     }
@@ -160,6 +161,7 @@ final class StreamedTransactions {
                 chunk.add(counter, UnsafeRawBufferPointer(rebasing: value[4...]))
                 return chunk.bytes.count < maxBytes
             }
+            store.releaseMappedPages()  // the chunk is a copy: keep cdc's resident memory bounded
             if !chunk.isEmpty { return chunk }
         }
         arena.withUnsafeBytes { all in
@@ -246,6 +248,7 @@ extension CaptureStream {
                 try retryingStorage(activeConnection) { chunk = try streamed.chunk(xid: xid, after: cursor) }
                 if chunk.isEmpty { break }
                 cursor = chunk.last
+                options.health?.beat()  // a million-row replay takes seconds inside one message: the watchdog sees progress
                 try chunk.bytes.withUnsafeBytes { all in
                     for range in chunk.ranges {
                         try handle(try PgOutputMessage.decode(UnsafeRawBufferPointer(rebasing: all[range])))

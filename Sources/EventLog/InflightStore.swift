@@ -14,6 +14,8 @@ import Foundation
 /// and leaves the store as it was, so the same call can be retried (capture pauses on a full disk).
 public final class InflightStore {
     public let path: String
+    /// The data file as /proc/self/maps names it (symlinks resolved).
+    private let mappedFile: String
     private let environment: LMDBEnvironment
     private let entries: LMDBDatabase
 
@@ -27,6 +29,7 @@ public final class InflightStore {
         } catch {
             throw EventLogError(.createFailed, "cannot create the in-flight store \(path): \(error.localizedDescription)", underlying: error)
         }
+        mappedFile = " " + URL(fileURLWithPath: path).resolvingSymlinksInPath().path + "/data.mdb"
         do {
             environment = try LMDBEnvironment(path: path, readOnly: false, mapSize: 1 << 30, maxDatabases: 2,
                                               extraFlags: UInt32(MDB_NOSYNC | MDB_NOMETASYNC))
@@ -98,6 +101,21 @@ public final class InflightStore {
             return try environment.withTransaction(readOnly: true) { txn in try txn.lastKey(entries) == nil }
         } catch let error as LMDBError {
             throw EventLogError.write(error, what: "in-flight store", path: path, operation: "reading")
+        }
+    }
+
+    /// Drops this process's mapping of the store's pages (they stay in the page cache, and the next read
+    /// faults them in again). LMDB maps the file read-only and shared (no MDB_WRITEMAP) and writes with
+    /// pwrite, so the mapped pages are clean file pages: a replay of a million spilled rows would
+    /// otherwise keep the whole file resident in cdc's RSS. Call with no transaction of this store open.
+    public func releaseMappedPages() {
+        // The map's address: mdb_env_info's me_mapaddr is only set with MDB_FIXEDMAP, so it is looked up
+        // in /proc/self/maps (the map moves when it grows).
+        guard let maps = try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8) else { return }
+        for line in maps.split(separator: "\n") where line.hasSuffix(mappedFile) {
+            let range = line.prefix { $0 != " " }.split(separator: "-")
+            guard range.count == 2, let start = UInt(range[0], radix: 16), let end = UInt(range[1], radix: 16), end > start else { continue }
+            _ = madvise(UnsafeMutableRawPointer(bitPattern: start), Int(end - start), MADV_DONTNEED)
         }
     }
 
