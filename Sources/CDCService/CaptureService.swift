@@ -41,6 +41,7 @@ public struct CaptureService: Service {
             options.protector = try config.protector()
             options.auditActor = config.auditActor
             options.origins = config.source.origins
+            options.streaming = config.source.streaming
             options.health = health
             let stream = CaptureStream(options: options, writer: writer, identity: identity, logger: logger)
             return try stream.run(stop: stop)

@@ -20,6 +20,7 @@ public struct ConfigError: Error, CustomStringConvertible, Sendable {
 ///     tables = ["public.facilities", ...]           # optional: the new publication's tables (default: all)
 ///     max_retained_wal = "4GB"                        # optional: alarm above this much WAL held by the slot
 ///     origins = "any"                                 # optional: "none" skips transactions replicated from elsewhere
+///     streaming = true                                # optional: stream in-progress transactions (PostgreSQL 14+)
 ///     [log]
 ///     path = "/var/lib/cdc/log"
 ///     [warehouse]                                     # optional: used by the projectors
@@ -50,6 +51,8 @@ public struct Config: Sendable {
         public var maxRetainedWAL: UInt64 = 4 << 30
         /// Which transactions to capture by replication origin (`origins`).
         public var origins: OriginFilter = .any
+        /// `streaming`: stream in-progress transactions (pgoutput protocol 2) on servers that can (14+).
+        public var streaming = true
     }
 
     public struct Log: Sendable {
@@ -141,10 +144,11 @@ public struct Config: Sendable {
         try reader.onlyKeys(["source", "log", "warehouse", "metrics", "privacy", "audit"])
 
         let source = try reader.section("source")
-        try source.onlyKeys(["url", "slot", "publication", "tables", "max_retained_wal", "origins"])
+        try source.onlyKeys(["url", "slot", "publication", "tables", "max_retained_wal", "origins", "streaming"])
         var src = Source(url: try source.string("url"), slot: try source.identifier("slot"),
                          publication: try source.identifier("publication"), tables: try source.stringArray("tables"))
         if let limit = try source.optionalBytes("max_retained_wal") { src.maxRetainedWAL = limit }
+        if let streaming = try source.optionalBool("streaming") { src.streaming = streaming }
         if let origins = try source.optionalString("origins") {
             guard let filter = OriginFilter(rawValue: origins) else {
                 throw ConfigError("config \(path): source.origins must be \"any\" (capture every transaction) or \"none\" (skip transactions that logical replication applied from another node)")

@@ -32,6 +32,8 @@ public struct CaptureOptions: Sendable {
     public var origins: OriginFilter = .any
     /// Where the loop reports that it iterates and what it is doing (`cdc run`'s health and watchdog).
     public var health: LoopHealth?
+    /// Stream in-progress transactions (pgoutput protocol 2) when the server can (14+): `[source] streaming`.
+    public var streaming = true
 
     public init(conninfo: String, slot: String, publication: String, endpos: LSN? = nil) {
         self.conninfo = conninfo
@@ -59,7 +61,8 @@ public enum CaptureOutcome: Sendable, Equatable {
     case reachedEndpos
 }
 
-/// Streams a logical replication slot (pgoutput, protocol 1) into the event log.
+/// Streams a logical replication slot (pgoutput, protocol 1; protocol 2 with in-progress transactions
+/// streamed on PostgreSQL 14+, see ``StreamedTransactions``) into the event log.
 ///
 /// The loop follows pg_recvlogical: read CopyData without blocking, answer keepalives at once, send
 /// standby status regularly. Transactions are appended to the writer as they arrive and flushed in
@@ -87,7 +90,7 @@ public final class CaptureStream {
     private var privacyChecked = false
 
     // The transaction being received.
-    private var inTransaction = false
+    private(set) var inTransaction = false
     private var skipping = false
     private var txnLSN = LSN.zero
     private var txnXid: UInt32 = 0
@@ -115,7 +118,13 @@ public final class CaptureStream {
     private var committedTimes: [Int64] = []
     private var relationNames: [UInt64: String] = [:]
 
+    /// Streamed transactions not yet committed (protocol 2), and the session's connection for their replay.
+    let streamed: StreamedTransactions
+    private(set) var activeConnection: PGConnection?
+    private var protocolLogged = false
+
     public init(options: CaptureOptions, writer: EventLogWriter, identity: SourceIdentity, logger: Logger) {
+        self.streamed = StreamedTransactions(logPath: writer.log.path)
         self.options = options
         self.writer = writer
         self.identity = identity
@@ -197,7 +206,7 @@ public final class CaptureStream {
     /// backoff, and standby status on `connection` meanwhile (confirming only what is durable, so the
     /// walsender neither times out nor discards anything). The failed write left the log and the
     /// writer as they were, so the retry writes exactly the same records.
-    private func retryingStorage(_ connection: PGConnection?, _ write: () throws -> Void) throws {
+    func retryingStorage(_ connection: PGConnection?, _ write: () throws -> Void) throws {
         var pausedSince: ContinuousClock.Instant?
         var phaseBefore: LoopHealth.Phase?
         var backoff = Backoff(initial: 0.5, maximum: options.maxBackoff)
@@ -285,9 +294,22 @@ public final class CaptureStream {
         typeNames = TypeNameResolver(conninfo: options.conninfo)
         defer { typeNames.close() }  // its connection lives no longer than the session
         let start = writer.durable.resumeLSN
+        // The server streams every unfinished transaction again from its first change (its reorder
+        // buffer is rebuilt from the slot's restart_lsn), so what the last session kept is dropped.
+        try retryingStorage(nil) { try streamed.reset() }
+        let streaming = options.streaming && connection.serverVersion >= 140000
+        if !protocolLogged {
+            logger.info(streaming ? "streaming in-progress transactions (pgoutput protocol 2)" : "whole transactions only (pgoutput protocol 1)", metadata: [
+                "cdc.server_version": "\(connection.serverVersion)", "cdc.streaming_configured": "\(options.streaming)",
+            ])
+            protocolLogged = true
+        }
         let command = "START_REPLICATION SLOT \(connection.quoteIdentifier(options.slot)) LOGICAL \(start) "
-            + "(proto_version '1', publication_names \(connection.quoteLiteral(connection.quoteIdentifier(options.publication))), messages 'true')"
+            + "(proto_version '\(streaming ? 2 : 1)', publication_names \(connection.quoteLiteral(connection.quoteIdentifier(options.publication))), messages 'true'"
+            + (streaming ? ", streaming 'on')" : ")")
         try connection.startCopyBoth(command)
+        activeConnection = connection
+        defer { activeConnection = nil }
         started()
         retries.reset(key: "lost")
         retries.reset(key: "reconnect")
@@ -408,7 +430,7 @@ public final class CaptureStream {
         metrics.lag.record(serverWALEnd > durable ? Int64(serverWALEnd.value - durable.value) : 0)
     }
 
-    private func flush(_ connection: PGConnection) throws {
+    func flush(_ connection: PGConnection) throws {
         try durableFlush(connection)
         if writer.durable.resumeLSN != lastConfirmed {
             try sendStatus(connection, replyRequested: false)
@@ -522,12 +544,25 @@ public final class CaptureStream {
             let walEnd = LSN(try r.u64())
             if walEnd > serverWALEnd { serverWALEnd = walEnd }
             _ = try r.u64()  // send time
-            try handle(try PgOutputMessage.decode(UnsafeRawBufferPointer(rebasing: buffer[r.offset...])))
+            let payload = UnsafeRawBufferPointer(rebasing: buffer[r.offset...])
+            if streamed.blockXid != nil, let tag = payload.first, tag != 0x45 {  // inside a stream block, not its Stop
+                try streamed.add(payload)
+                if streamed.needsSpill { try retryingStorage(connection) { try streamed.spill() } }
+            } else {
+                try handle(try PgOutputMessage.decode(payload))
+            }
         case 0x6B:  // 'k' keepalive
             let walEnd = LSN(try r.u64())
             if walEnd > serverWALEnd { serverWALEnd = walEnd }
             _ = try r.u64()
             let replyRequested = try r.u8() == 1
+            // Streamed transactions still open (protocol 2) do not hold this back. The server's WAL end
+            // here is past every record it has decoded, and every transaction that committed before it
+            // has been sent whole (B...C, !inTransaction here) or committed by a Stream Commit (replayed
+            // synchronously in handle). An open streamed transaction commits later, at an LSN above this
+            // position, so it is never skipped by the resume rule after a restart; and since the server
+            // keeps the slot's restart_lsn before the first change of every transaction it has not seen
+            // committed and confirmed, it streams that transaction again, whole, after a reconnect.
             if !inTransaction {
                 writer.advanceResume(to: walEnd)
                 updateLag()
@@ -551,7 +586,7 @@ public final class CaptureStream {
         return walEnd.value % 8192 == 0 && endpos.value - walEnd.value <= longPageHeader
     }
 
-    private func handle(_ message: PgOutputMessage) throws {
+    func handle(_ message: PgOutputMessage) throws {
         switch message {
         case .begin(let finalLSN, let time, let xid):
             guard !inTransaction else { throw CaptureError.protocolViolation("BEGIN inside a transaction") }
@@ -586,6 +621,16 @@ public final class CaptureStream {
             committedTimes.append(time)
             for (key, count) in openCounts { committedCounts[key, default: 0] += count }
             openCounts.removeAll(keepingCapacity: true)
+        case .streamStart(let xid, let first):
+            guard !inTransaction else { throw CaptureError.protocolViolation("Stream Start inside a transaction") }
+            try streamed.startBlock(xid: xid, firstSegment: first)
+        case .streamStop:
+            try streamed.stopBlock()
+        case .streamCommit(let xid, let flags, let commitLSN, let endLSN, let time):
+            try commitStreamed(xid: xid, flags: flags, commitLSN: commitLSN, endLSN: endLSN, commitTime: time)
+        case .streamAbort(let xid, let subxid):
+            guard !inTransaction, streamed.blockXid == nil else { throw CaptureError.protocolViolation("Stream Abort inside a transaction or stream block") }
+            try retryingStorage(activeConnection) { try streamed.abort(xid: xid, subxid: subxid) }
         case .origin(let originLSN, let name):
             // Sent right after Begin, before any change, by a transaction that logical replication
             // applied (pg_replication_origin_session_setup in its session).

@@ -1,6 +1,13 @@
 import EventLog
 
-/// A pgoutput protocol message (protocol version 1), decoded from one XLogData payload.
+/// A pgoutput protocol message (protocol version 1, and the stream messages of protocol 2), decoded
+/// from one XLogData payload.
+///
+/// Protocol 2 (PostgreSQL 14+, `streaming 'on'`) adds Stream Start/Stop/Commit/Abort, and inside a
+/// stream block (between Stream Start and Stream Stop) the messages I, U, D, T, R, Y and M carry an
+/// Int32 xid right after the type byte: the xid of the (sub)transaction that made the change
+/// (protocol-logicalrep-message-formats.html; pgoutput.c sets it only `in_streaming`). Origin (O) has
+/// no xid field even there. ``decode(_:inStream:)`` skips it; ``streamedXid(_:)`` reads it.
 ///
 /// Tuple data is not copied: ``PgOutputMessage/Tuple`` points into the buffer libpq handed over, valid
 /// only while the message is being handled, and is transcoded straight into the log's format.
@@ -21,14 +28,39 @@ public enum PgOutputMessage {
     case delete(oid: UInt32, old: OldValues, oldTuple: Tuple)
     case truncate(options: UInt8, oids: [UInt32])
     case message(transactional: Bool, lsn: LSN, prefix: String, content: UnsafeRawBufferPointer)
+    /// Protocol 2: the changes that follow, until ``streamStop``, belong to top-level transaction `xid`.
+    case streamStart(xid: UInt32, firstSegment: Bool)
+    case streamStop
+    /// Protocol 2: streamed transaction `xid` committed (times in µs since 1970, like ``commit``).
+    case streamCommit(xid: UInt32, flags: UInt8, commitLSN: LSN, endLSN: LSN, commitTime: Int64)
+    /// Protocol 2: streamed transaction `xid` aborted (`subxid == xid`), or only its subtransaction `subxid`.
+    case streamAbort(xid: UInt32, subxid: UInt32)
 
     /// Microseconds between 1970-01-01 and PostgreSQL's epoch, 2000-01-01.
     public static let postgresEpochOffset: Int64 = 946_684_800_000_000
 
+    /// True for the message types that carry a (sub)transaction xid inside a stream block.
+    @inline(__always)
+    public static func hasStreamXid(_ tag: UInt8) -> Bool {
+        switch tag {
+        case 0x49, 0x55, 0x44, 0x54, 0x52, 0x59, 0x4D: return true  // I U D T R Y M
+        default: return false
+        }
+    }
+
+    /// Inside a stream block: the xid a change message carries, or nil for a message type without one.
+    public static func streamedXid(_ buffer: UnsafeRawBufferPointer) throws -> UInt32? {
+        var r = WireReader(buffer)
+        guard hasStreamXid(try r.u8()) else { return nil }
+        return try r.u32()
+    }
+
     /// Decodes one pgoutput message. Commit times are converted to microseconds since 1970.
-    public static func decode(_ buffer: UnsafeRawBufferPointer) throws -> PgOutputMessage {
+    /// With `inStream` (between Stream Start and Stream Stop), the xid field of change messages is skipped.
+    public static func decode(_ buffer: UnsafeRawBufferPointer, inStream: Bool = false) throws -> PgOutputMessage {
         var r = WireReader(buffer)
         let tag = try r.u8()
+        if inStream, hasStreamXid(tag) { _ = try r.u32() }
         switch tag {
         case 0x42:  // B
             let lsn = LSN(try r.u64())
@@ -98,6 +130,21 @@ public enum PgOutputMessage {
             let prefix = try r.cString()
             let length = Int(try r.u32())
             return .message(transactional: flags & 1 == 1, lsn: lsn, prefix: prefix, content: try r.bytes(length))
+        case 0x53:  // S
+            let xid = try r.u32()
+            return .streamStart(xid: xid, firstSegment: try r.u8() == 1)
+        case 0x45:  // E
+            return .streamStop
+        case 0x63:  // c
+            let xid = try r.u32()
+            let flags = try r.u8()
+            let commit = LSN(try r.u64())
+            let end = LSN(try r.u64())
+            let time = Int64(bitPattern: try r.u64()) + postgresEpochOffset
+            return .streamCommit(xid: xid, flags: flags, commitLSN: commit, endLSN: end, commitTime: time)
+        case 0x41:  // A (protocol 2: no abort LSN or time; those come with protocol 4's parallel apply)
+            let xid = try r.u32()
+            return .streamAbort(xid: xid, subxid: try r.u32())
         default:
             throw CaptureError.protocolViolation("unknown pgoutput message type \(tag)")
         }

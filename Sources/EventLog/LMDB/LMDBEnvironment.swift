@@ -18,8 +18,9 @@ public final class LMDBEnvironment: @unchecked Sendable {
     /// Shared by transactions, exclusive for a map resize (reader-preferring: nested reads are safe).
     private let resizeLock = UnsafeMutablePointer<pthread_rwlock_t>.allocate(capacity: 1)
 
-    /// Opens (and, unless read-only, creates) the environment in directory `path`.
-    public init(path: String, readOnly: Bool, mapSize: Int = 1 << 30, maxDatabases: UInt32 = 16) throws {
+    /// Opens (and, unless read-only, creates) the environment in directory `path`. `extraFlags` are
+    /// added to `mdb_env_open`'s flags (e.g. `MDB_NOSYNC` for a scratch environment).
+    public init(path: String, readOnly: Bool, mapSize: Int = 1 << 30, maxDatabases: UInt32 = 16, extraFlags: UInt32 = 0) throws {
         var env: OpaquePointer?
         try LMDBError.check(mdb_env_create(&env), "mdb_env_create")
         guard let env else { throw LMDBError(call: "mdb_env_create", code: ENOMEM) }
@@ -30,7 +31,7 @@ public final class LMDBEnvironment: @unchecked Sendable {
             try LMDBError.check(mdb_env_set_maxdbs(env, maxDatabases), "mdb_env_set_maxdbs")
             try LMDBError.check(mdb_env_set_maxreaders(env, 256), "mdb_env_set_maxreaders")
             if !readOnly { try LMDBError.check(mdb_env_set_mapsize(env, mapSize), "mdb_env_set_mapsize") }
-            var flags = UInt32(MDB_NOTLS)
+            var flags = UInt32(MDB_NOTLS) | extraFlags
             if readOnly { flags |= UInt32(MDB_RDONLY) }
             try LMDBError.check(mdb_env_open(env, path, flags, 0o640), "mdb_env_open(\(path))")
             var dead: Int32 = 0
