@@ -40,6 +40,7 @@ public struct CaptureService: Service {
             options.statusInterval = 10
             options.protector = try config.protector()
             options.auditActor = config.auditActor
+            options.backfillChunkSize = config.source.backfillChunkSize
             options.health = health
             let stream = CaptureStream(options: options, writer: writer, identity: identity, logger: logger)
             return try stream.run(stop: stop)

@@ -47,6 +47,8 @@ public struct Config: Sendable {
         public var tables: [String]?
         /// Above this many bytes of WAL retained by the slot: a warning, a `status` problem, /readyz 503.
         public var maxRetainedWAL: UInt64 = 4 << 30
+        /// Rows per chunk of an automatic backfill (a table that joined the publication later).
+        public var backfillChunkSize = 5000
     }
 
     public struct Log: Sendable {
@@ -138,10 +140,16 @@ public struct Config: Sendable {
         try reader.onlyKeys(["source", "log", "warehouse", "metrics", "privacy", "audit"])
 
         let source = try reader.section("source")
-        try source.onlyKeys(["url", "slot", "publication", "tables", "max_retained_wal"])
+        try source.onlyKeys(["url", "slot", "publication", "tables", "max_retained_wal", "backfill_chunk_size"])
         var src = Source(url: try source.string("url"), slot: try source.identifier("slot"),
                          publication: try source.identifier("publication"), tables: try source.stringArray("tables"))
         if let limit = try source.optionalBytes("max_retained_wal") { src.maxRetainedWAL = limit }
+        if let value = source.table["backfill_chunk_size"] {
+            guard let n = value.int, n >= 1, n <= 1_000_000 else {
+                throw ConfigError("config \(path): source.backfill_chunk_size must be an integer from 1 to 1000000")
+            }
+            src.backfillChunkSize = n
+        }
 
         let log = try reader.section("log")
         try log.onlyKeys(["path"])
