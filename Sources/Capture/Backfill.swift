@@ -1,3 +1,4 @@
+import Crypto
 import EventLog
 import Foundation
 import Logging
@@ -54,6 +55,9 @@ public struct SnapshotRequest: Codable, Sendable {
     public var tables: [String]
     public var whereSQL: String?
     public var chunkSize: Int?
+    /// HMAC-SHA-256 (hex) of the request without it, keyed by `<log>/snapshot.key`: any role of the
+    /// source may emit a logical message, only one that can read the log's directory can sign one.
+    public var mac: String?
 
     public init(id: String, tables: [String], whereSQL: String?, chunkSize: Int?) {
         self.id = id
@@ -62,7 +66,30 @@ public struct SnapshotRequest: Codable, Sendable {
         self.chunkSize = chunkSize
     }
 
-    enum CodingKeys: String, CodingKey { case id, tables, whereSQL = "where", chunkSize = "chunk_size" }
+    enum CodingKeys: String, CodingKey { case id, tables, whereSQL = "where", chunkSize = "chunk_size", mac }
+
+    /// The key file of the log at `logPath`, created (0600, 32 random bytes) by `cdc run` when missing.
+    public static func keyPath(log logPath: String) -> String { logPath + "/snapshot.key" }
+
+    static func loadOrCreateKey(log logPath: String) throws -> [UInt8] {
+        let path = keyPath(log: logPath)
+        if let data = FileManager.default.contents(atPath: path), data.count == 32 { return Array(data) }
+        let key = (0..<32).map { _ in UInt8.random(in: 0...255) }
+        guard FileManager.default.createFile(atPath: path, contents: Data(key), attributes: [.posixPermissions: 0o600]) else {
+            throw SnapshotRequester.Failure(description: "cannot write \(path)")
+        }
+        return key
+    }
+
+    /// The MAC of this request (its JSON with sorted keys and no mac) under `key`.
+    public func authenticationCode(_ key: [UInt8]) throws -> String {
+        var unsigned = self
+        unsigned.mac = nil
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let code = HMAC<SHA256>.authenticationCode(for: try encoder.encode(unsigned), using: SymmetricKey(data: key))
+        return code.map { String(format: "%02x", $0) }.joined()
+    }
 }
 
 /// The content of a `cdc.backfill.chunk` message record (the last record of each chunk's log transaction).
@@ -138,6 +165,7 @@ final class Backfill {
         self.options = options
         self.writer = writer
         self.logger = logger
+        _ = try? SnapshotRequest.loadOrCreateKey(log: writer.log.path)
         // `cdc run --endpos` stops at a position the watermarks of a backfill would lie beyond.
         enabled = options.endpos == nil
     }
@@ -185,6 +213,12 @@ final class Backfill {
         case Self.requestPrefix:
             guard let request = try? JSONDecoder().decode(SnapshotRequest.self, from: Data(content)) else {
                 logger.warning("ignoring an unreadable snapshot request", metadata: ["cdc.lsn": "\(lsn)"])
+                return
+            }
+            guard let key = try? SnapshotRequest.loadOrCreateKey(log: writer.log.path), let mac = request.mac,
+                  (try? request.authenticationCode(key)) == mac else {
+                logger.warning("ignoring a snapshot request not signed with this log's snapshot.key (sent by something other than `cdc snapshot` with access to the log)",
+                               metadata: ["cdc.lsn": "\(lsn)", "cdc.request": "\(request.id)"])
                 return
             }
             do {
@@ -625,7 +659,13 @@ public enum SnapshotRequester {
 
     /// Sends the request as a transactional logical message (it reaches `cdc run` in WAL order, stays
     /// in the slot until the log holds it, and is recorded in the log).
-    public static func send(_ sql: PGConnection, _ request: SnapshotRequest) throws {
+    public static func send(_ sql: PGConnection, _ request: SnapshotRequest, log logPath: String) throws {
+        let path = SnapshotRequest.keyPath(log: logPath)
+        guard let key = FileManager.default.contents(atPath: path), key.count == 32 else {
+            throw Failure(description: "cannot read \(path), the key requests are signed with: run cdc snapshot as the user that runs `cdc run` (which creates it at start), with --config naming its log")
+        }
+        var request = request
+        request.mac = try request.authenticationCode(Array(key))
         let json = String(decoding: try JSONEncoder().encode(request), as: UTF8.self)
         try sql.query("SELECT pg_logical_emit_message(true, $1, $2)", [Backfill.requestPrefix, json])
     }

@@ -46,7 +46,7 @@ struct Snapshot: AsyncParsableCommand {
                 request.tables = try SnapshotRequester.check(sql, publication: config.source.publication, tables: tables, whereSQL: whereSQL)
                 // The log's head before the request: its final chunk records come after it.
                 let head = (try? EventLog.openForReading(path: config.log.path).position().head) ?? 0
-                try SnapshotRequester.send(sql, request)
+                try SnapshotRequester.send(sql, request, log: config.log.path)
                 return (request, head)
             }
             let (final, head) = sent
