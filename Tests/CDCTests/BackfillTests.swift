@@ -106,6 +106,8 @@ import Glibc
         writer()
         try Self.stopAndCatchUp(ws, run)
         let chunks = run.stderr.components(separatedBy: "backfill chunk").count - 1
+        let status = try ws.cdc(["status", "--config", ws.configPath])
+        #expect(status.stdout.contains("backfill    public.bf: done, ") && status.stdout.contains("chunks (request auto-"), "\(status.stdout)")
         #expect(chunks >= 20, "many chunks (\(chunks))")
         try Self.expectFoldEqualsSource(ws, table: "bf")
         // Backfilled rows are snapshot records of no transaction, after the watermark messages.
@@ -165,6 +167,10 @@ import Glibc
             #expect(result.status != 0 && result.stderr.contains(word) && result.stderr.split(separator: "\n").count == 1,
                     "cdc snapshot \(arguments): \(result.status) \(result.stderr)")
         }
+
+        // Any role may emit a logical message: a request not signed with the log's snapshot.key is ignored.
+        try ws.sql("SELECT pg_logical_emit_message(true, 'cdc.snapshot.request', '{\"id\": \"forged\", \"tables\": [\"public.bf\"], \"where\": \"pg_sleep(1) IS NULL\"}')")
+        try poll(what: "the forged request is ignored") { run.stderr.contains("ignoring a snapshot request not signed") }
 
         let sent = try ws.cdc(["snapshot", "public.bf", "--config", ws.configPath, "--chunk-size", "1000", "--no-wait",
                                "--where", "(SELECT pg_sleep(3)) IS NOT NULL"], timeout: 60)

@@ -148,6 +148,7 @@ import Testing
         Broken(name: "url is empty", text: replacing("url = \"host=db.internal password=\(secret)\"", with: "url = \"\""), names: "source.url"),
         Broken(name: "tables is a string", text: replacing("publication = \"cdc\"", with: "publication = \"cdc\"\ntables = \"public.facilities\""), names: "source.tables"),
         Broken(name: "tables holds numbers", text: replacing("publication = \"cdc\"", with: "publication = \"cdc\"\ntables = [1, 2]"), names: "source.tables"),
+        Broken(name: "backfill_chunk_size is zero", text: replacing("publication = \"cdc\"", with: "publication = \"cdc\"\nbackfill_chunk_size = 0"), names: "source.backfill_chunk_size"),
         Broken(name: "missing [source]", text: log, names: "[source]"),
         Broken(name: "source is not a section", text: "source = \"x\"\n" + log, names: "source"),
         Broken(name: "missing [log]", text: source, names: "[log]"),
