@@ -199,9 +199,8 @@ final class Backfill {
 
     /// A transactional logical message of a transaction being written, at commit LSN `lsn`.
     func message(prefix: String, content: UnsafeRawBufferPointer, lsn: LSN, time: Int64) {
-        guard enabled else { return }
         switch prefix {
-        case Self.watermarkPrefix:
+        case Self.watermarkPrefix where enabled:
             guard let mark = try? JSONDecoder().decode(Watermark.self, from: Data(content)), mark.id == chunk?.id else { return }
             if mark.kind == "low", chunk?.phase == .emitted {
                 chunk!.phase = .window
@@ -211,6 +210,7 @@ final class Backfill {
                 chunk!.time = time
             }
         case Self.requestPrefix:
+            // Queued under --endpos too (the log confirms past the message): the next `cdc run` serves it.
             guard let request = try? JSONDecoder().decode(SnapshotRequest.self, from: Data(content)) else {
                 logger.warning("ignoring an unreadable snapshot request", metadata: ["cdc.lsn": "\(lsn)"])
                 return
@@ -350,11 +350,8 @@ final class Backfill {
                 } else {
                     job.error = "\(name) is not in publication \(options.publication)"
                 }
-                if let error = job.error {
-                    job.done = true
-                    logger.warning("snapshot request refused: \(error)", metadata: ["cdc.request": "\(request.id)"])
-                }
                 state.jobs.append(job)
+                if let error = job.error { refuse(&state, state.jobs.count - 1, error) }
             }
             changed = true
         }
@@ -364,36 +361,23 @@ final class Backfill {
 
     private func startChunk() throws {
         var state = try loadState()
-        if let refused = state.jobs.firstIndex(where: { $0.done && $0.error != nil && $0.chunks == 0 }) {
-            // A refused request gets its final chunk record, so that `cdc snapshot` stops waiting.
-            state.jobs[refused].chunks = 1
-            appendChunkRecord(BackfillChunkRecord(request: state.jobs[refused].request, table: state.jobs[refused].table, chunk: 0,
-                                                  lastKey: nil, rows: 0, read: 0, done: true, error: state.jobs[refused].error, total: 0),
-                              lsn: writer.staged.lastCommitLSN, time: writer.staged.lastCommitTime)
-            writer.endTransaction(commitLSN: writer.staged.lastCommitLSN, commitTime: writer.staged.lastCommitTime, resume: writer.staged.resumeLSN)
-            save(state)
-            return
-        }
         guard let index = state.jobs.firstIndex(where: { !$0.done }) else { return }
         let job = state.jobs[index]
         let sql = try connection()
         guard let table = try Self.publishedTables(sql, publication: options.publication).first(where: { $0.oid == job.oid }) else {
-            state.jobs[index].done = true
-            state.jobs[index].error = "\(job.table) left the publication"
+            refuse(&state, index, "\(job.table) left the publication")
             save(state)
             return
         }
         guard let keyNames = try Self.keyColumns(sql, table) else {
-            state.jobs[index].done = true
-            state.jobs[index].error = "\(job.table) has no primary key and no replica identity index"
+            refuse(&state, index, "\(job.table) has no primary key and no replica identity index")
             save(state)
             return
         }
         let definition = try SourceInitializer.relationDefinition(sql, publishedRow: table.row)
         let keyColumns = keyNames.compactMap { name in definition.columns.firstIndex { $0.name == name } }
         guard keyColumns.count == keyNames.count else {
-            state.jobs[index].done = true
-            state.jobs[index].error = "\(job.table)'s key columns are not all published (column list)"
+            refuse(&state, index, "\(job.table)'s key columns are not all published (column list)")
             save(state)
             return
         }
@@ -453,24 +437,36 @@ final class Backfill {
             var w = ByteWriter(capacity: 64)
             TupleWriter.count(count, into: &w)
             for column in 0..<count {
-                guard let value = result.value(r, column) else { TupleWriter.null(into: &w); continue }
-                var bytes = Array(value.utf8)
-                bytes.withUnsafeBytes { raw in
+                result.withBytes(r, column) { raw in
+                    guard let raw else { TupleWriter.null(into: &w); return }
                     if let methods, column < methods.count, let method = methods[column], let protector = options.protector {
                         protector.write(method, value: raw, into: &w)
                     } else {
                         TupleWriter.text(raw, into: &w)
                     }
                 }
-                bytes.removeAll()
             }
-            let key = keyColumns.map { result.value(r, $0).map { Array($0.utf8) } }
+            let key = keyColumns.map { column in result.withBytes(r, column) { $0.map { Array($0) } } }
             c.rows.append((key, w.bytes))
         }
         if result.rowCount > 0 {
             c.lastKey = keyColumns.map { result.value(result.rowCount - 1, $0) ?? "" }
         }
         chunk = c
+    }
+
+    /// Ends job `index` without rows: a final chunk record naming `reason` (so that a waiting `cdc
+    /// snapshot` stops and says why), as a log transaction of its own after the last one. Call it
+    /// between transactions only; the caller saves `state`.
+    private func refuse(_ state: inout BackfillState, _ index: Int, _ reason: String) {
+        state.jobs[index].done = true
+        state.jobs[index].error = reason
+        let job = state.jobs[index]
+        logger.warning("backfill refused: \(reason)", metadata: ["cdc.table": "\(job.table)", "cdc.request": "\(job.request)"])
+        appendChunkRecord(BackfillChunkRecord(request: job.request, table: job.table, chunk: job.chunks, lastKey: job.lastKey,
+                                              rows: 0, read: 0, done: true, error: reason, total: job.rows),
+                          lsn: writer.staged.lastCommitLSN, time: writer.staged.lastCommitTime)
+        writer.endTransaction(commitLSN: writer.staged.lastCommitLSN, commitTime: writer.staged.lastCommitTime, resume: writer.staged.resumeLSN)
     }
 
     private struct Watermark: Codable {
