@@ -42,6 +42,7 @@ public struct CaptureService: Service {
             options.auditActor = config.auditActor
             options.origins = config.source.origins
             options.streaming = config.source.streaming
+            options.backfillChunkSize = config.source.backfillChunkSize
             options.health = health
             let stream = CaptureStream(options: options, writer: writer, identity: identity, logger: logger)
             return try stream.run(stop: stop)

@@ -21,6 +21,7 @@ public struct ConfigError: Error, CustomStringConvertible, Sendable {
 ///     max_retained_wal = "4GB"                        # optional: alarm above this much WAL held by the slot
 ///     origins = "any"                                 # optional: "none" skips transactions replicated from elsewhere
 ///     streaming = true                                # optional: stream in-progress transactions (PostgreSQL 14+)
+///     backfill_chunk_size = 5000                      # optional: rows per chunk of a backfill (tables added later)
 ///     [log]
 ///     path = "/var/lib/cdc/log"
 ///     [warehouse]                                     # optional: used by the projectors
@@ -53,6 +54,8 @@ public struct Config: Sendable {
         public var origins: OriginFilter = .any
         /// `streaming`: stream in-progress transactions (pgoutput protocol 2) on servers that can (14+).
         public var streaming = true
+        /// Rows per chunk of an automatic backfill (a table that joined the publication later).
+        public var backfillChunkSize = 5000
     }
 
     public struct Log: Sendable {
@@ -144,7 +147,7 @@ public struct Config: Sendable {
         try reader.onlyKeys(["source", "log", "warehouse", "metrics", "privacy", "audit"])
 
         let source = try reader.section("source")
-        try source.onlyKeys(["url", "slot", "publication", "tables", "max_retained_wal", "origins", "streaming"])
+        try source.onlyKeys(["url", "slot", "publication", "tables", "max_retained_wal", "origins", "streaming", "backfill_chunk_size"])
         var src = Source(url: try source.string("url"), slot: try source.identifier("slot"),
                          publication: try source.identifier("publication"), tables: try source.stringArray("tables"))
         if let limit = try source.optionalBytes("max_retained_wal") { src.maxRetainedWAL = limit }
@@ -154,6 +157,12 @@ public struct Config: Sendable {
                 throw ConfigError("config \(path): source.origins must be \"any\" (capture every transaction) or \"none\" (skip transactions that logical replication applied from another node)")
             }
             src.origins = filter
+        }
+        if let value = source.table["backfill_chunk_size"] {
+            guard let n = value.int, n >= 1, n <= 1_000_000 else {
+                throw ConfigError("config \(path): source.backfill_chunk_size must be an integer from 1 to 1000000")
+            }
+            src.backfillChunkSize = n
         }
 
         let log = try reader.section("log")

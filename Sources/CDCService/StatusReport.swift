@@ -1,3 +1,4 @@
+import Capture
 import EventLog
 import Foundation
 import Lifecycle
@@ -31,6 +32,8 @@ public struct StatusReport: Sendable {
     public var projection: Projection?
     public var historyIndexPosition: UInt64?
     public var privacy: PrivacyEpoch?
+    /// Backfills of tables read after `cdc init` (meta `backfill`), oldest first.
+    public var backfills: [BackfillState.Job] = []
     public var problems: [HealthProblem] = []
     /// Something could not be checked (source or warehouse unreachable): exit 2.
     public var cannotTell = false
@@ -60,6 +63,9 @@ public struct StatusReport: Sendable {
             report.log = Log(path: config.log.path, headSeq: position.head, headLSN: position.lastCommitLSN,
                              headCommitTime: position.lastCommitTime, resumeLSN: position.resumeLSN, sizeBytes: size)
             report.privacy = (try? log.privacyHistory())?.last
+            if let bytes = try? log.backfillState(), let state = try? JSONDecoder().decode(BackfillState.self, from: Data(bytes)) {
+                report.backfills = state.jobs
+            }
             if let index = try? HistoryIndex.openReadOnly(log: log) {
                 report.historyIndexPosition = try? index.indexedThrough()
             }
@@ -157,7 +163,16 @@ public struct StatusReport: Sendable {
         } else {
             object["privacy"] = ["since_seq": NSNull(), "key_id": NSNull(), "columns": [String: String]()] as [String: Any]
         }
+        let running = backfills.firstIndex { !$0.done }
+        object["backfills"] = backfills.enumerated().map { index, job in
+            ["table": job.table, "request": job.request, "where": job.whereSQL ?? NSNull(), "rows": job.rows, "chunks": job.chunks,
+             "state": Self.backfillState(job, running: index == running), "error": job.error ?? NSNull()] as [String: Any]
+        }
         return object
+    }
+
+    static func backfillState(_ job: BackfillState.Job, running: Bool) -> String {
+        job.error != nil ? "refused" : job.done ? "done" : running ? "running" : "queued"
     }
 
     /// The report as text, a line per part, then `problem: CODE: message` lines.
@@ -190,6 +205,14 @@ public struct StatusReport: Sendable {
                          + (privacy.policy.keyID.map { " (key id \($0))" } ?? "") + "; redacted \(redacted.isEmpty ? "none" : redacted.joined(separator: ", "))")
         } else if log != nil {
             lines.append("privacy     no column protected")
+        }
+        // Backfills: every one not done, and the last five done.
+        let running = backfills.firstIndex { !$0.done }
+        let finished = backfills.indices.filter { backfills[$0].done }.suffix(5)
+        for index in backfills.indices where !backfills[index].done || finished.contains(index) {
+            let job = backfills[index]
+            lines.append("backfill    \(job.table)" + (job.whereSQL.map { " where \($0)" } ?? "") + ": \(Self.backfillState(job, running: index == running))"
+                         + (job.error.map { " (\($0))" } ?? ", \(job.rows) rows in \(job.chunks) chunks") + " (request \(job.request))")
         }
         lines.append("healthy     \(healthy ? "yes" : "no")")
         for problem in problems { lines.append("problem: \(problem.code): \(problem.message)") }

@@ -30,6 +30,8 @@ public struct CaptureOptions: Sendable {
     public var auditActor = false
     /// Which transactions to capture by replication origin ([source] origins).
     public var origins: OriginFilter = .any
+    /// Rows per chunk of an automatic backfill ([source] backfill_chunk_size; Backfill.swift).
+    public var backfillChunkSize = 5000
     /// Where the loop reports that it iterates and what it is doing (`cdc run`'s health and watchdog).
     public var health: LoopHealth?
     /// Stream in-progress transactions (pgoutput protocol 2) when the server can (14+): `[source] streaming`.
@@ -117,6 +119,8 @@ public final class CaptureStream {
     /// Commit times (µs since 2000) of the transactions committed since the last durable flush.
     private var committedTimes: [Int64] = []
     private var relationNames: [UInt64: String] = [:]
+    /// Backfill of tables that joined the publication later, and of `cdc snapshot` requests (Backfill.swift).
+    private lazy var backfill = Backfill(options: options, writer: writer, logger: logger)
 
     /// Streamed transactions not yet committed (protocol 2), and the session's connection for their replay.
     let streamed: StreamedTransactions
@@ -311,6 +315,7 @@ public final class CaptureStream {
         activeConnection = connection
         defer { activeConnection = nil }
         started()
+        backfill.sessionStarted()
         retries.reset(key: "lost")
         retries.reset(key: "reconnect")
         metrics.connected.record(1)
@@ -339,6 +344,7 @@ public final class CaptureStream {
                 let result = try connection.readCopyData { try handleCopyData($0, connection) }
                 switch result {
                 case .message:
+                    try backfill.afterMessage(inTransaction: inTransaction)
                     if writer.pendingBytes >= options.maxBatchBytes || writer.pendingRecords >= options.maxBatchRecords {
                         try flush(connection)
                     }
@@ -360,6 +366,7 @@ public final class CaptureStream {
                 logger.info("reached endpos", metadata: ["cdc.endpos": "\(options.endpos!)", "cdc.head": "\(writer.durable.head)"])
                 return .reachedEndpos
             }
+            if drained { backfill.tick(inTransaction: inTransaction) }
             if drained, writer.staged != writer.durable || writer.pendingBytes >= options.maxBatchBytes / 4 {
                 try flush(connection)
                 if endposReached { continue }
@@ -677,6 +684,7 @@ public final class CaptureStream {
             let relation = try relationSeq(oid)
             let methods = protection[oid]
             try append(.insert, relation) { try transcode(new, into: &$0, methods) }
+            backfill.changed(oid, new)
         case .update(let oid, let old, let oldTuple, let new):
             guard try active() else { return }
             let relation = try relationSeq(oid)
@@ -686,6 +694,7 @@ public final class CaptureStream {
                 if let oldTuple { try transcode(oldTuple, into: &w, methods) }
                 try transcode(new, into: &w, methods)
             }
+            backfill.changed(oid, new, oldTuple)
         case .delete(let oid, let old, let oldTuple):
             guard try active() else { return }
             let relation = try relationSeq(oid)
@@ -694,6 +703,7 @@ public final class CaptureStream {
                 w.u8(old.rawValue)
                 try transcode(oldTuple, into: &w, methods)
             }
+            backfill.changed(oid, oldTuple)
         case .truncate(let options, let oids):
             guard try active() else { return }
             var flags: RecordFlags = []
@@ -703,6 +713,7 @@ public final class CaptureStream {
                 let relation = try relationSeq(oid)
                 try append(.truncate, relation, flags: flags) { _ in }
             }
+            backfill.truncated(oids)
         case .message(let transactional, let lsn, let prefix, let content):
             if transactional {
                 guard try active() else { return }
@@ -710,6 +721,7 @@ public final class CaptureStream {
                     w.string(prefix)
                     w.blob(content)
                 }
+                backfill.message(prefix: prefix, content: content, lsn: txnLSN, time: txnTime)
             } else {
                 guard !inTransaction else { throw CaptureError.protocolViolation("non-transactional message inside a transaction") }
                 if let endpos = options.endpos, lsn > endpos {

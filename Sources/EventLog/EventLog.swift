@@ -121,6 +121,8 @@ public final class EventLog: @unchecked Sendable {
         static let lastCommitTime = Array("last_commit_time".utf8)
         static let frontier = Array("merkle_frontier".utf8)
         static let privacy = Array("privacy".utf8)
+        /// Backfill progress of tables that joined the publication later (JSON, see schemas/event-log.md).
+        static let backfill = Array("backfill".utf8)
     }
 
     /// The LMDB data file, as error messages name it.
@@ -254,6 +256,11 @@ public final class EventLog: @unchecked Sendable {
         try environment.withTransaction(readOnly: true) { txn in
             try txn.get(meta, key: MetaKey.state).flatMap { LogState(rawValue: String(decoding: $0, as: UTF8.self)) }
         }
+    }
+
+    /// The backfill progress (meta key `backfill`, JSON), nil when nothing was ever backfilled.
+    public func backfillState() throws -> [UInt8]? {
+        try environment.withTransaction(readOnly: true) { txn in try txn.get(meta, key: MetaKey.backfill).map { Array($0) } }
     }
 
     /// The privacy policies the log was written under, oldest first (empty: nothing was ever protected).

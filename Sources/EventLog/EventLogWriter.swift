@@ -25,7 +25,17 @@ public final class EventLogWriter: @unchecked Sendable {
     /// True when records of an unfinished transaction have been appended.
     public var hasOpenTransaction: Bool { lastSeq > staged.head }
     /// True when a flush would change what is durable.
-    public var needsFlush: Bool { !offsets.isEmpty || staged != durable }
+    public var needsFlush: Bool { !offsets.isEmpty || staged != durable || stagedBackfill != nil }
+
+    /// The backfill meta to write with the next flush (see ``stageBackfillState(_:)``).
+    private var stagedBackfill: [UInt8]?
+
+    /// Stages the backfill progress (meta key `backfill`) for the next flush: it becomes durable in the
+    /// same LMDB transaction as the complete transactions appended so far (a backfill chunk and its
+    /// progress are durable together or not at all).
+    public func stageBackfillState(_ json: [UInt8]) {
+        stagedBackfill = json
+    }
 
     private var lastSeq: UInt64
     /// Highest sequence number written to LMDB (>= durable.head while a huge transaction is chunked).
@@ -189,6 +199,7 @@ public final class EventLogWriter: @unchecked Sendable {
                     if let state {
                         try txn.put(log.meta, key: EventLog.MetaKey.state, value: Array(state.rawValue.utf8))
                     }
+                    if let stagedBackfill { try txn.put(log.meta, key: EventLog.MetaKey.backfill, value: stagedBackfill) }
                 }
                 break
             } catch let error as LMDBError where error.isMapFull {
@@ -214,6 +225,7 @@ public final class EventLogWriter: @unchecked Sendable {
             offsets = [0]
         }
         stagedRelations.removeAll { $0.seq <= target.head }
+        stagedBackfill = nil
     }
 
     /// Drops the unfinished transaction (connection lost in the middle of it): its records are removed

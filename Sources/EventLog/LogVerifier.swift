@@ -139,7 +139,8 @@ extension EventLog {
                     if h.lsn != p.lsn || h.xid != p.xid {
                         throw fail(seq, "transaction at \(p.lsn) is cut short: this record belongs to another (\(h.lsn))")
                     }
-                } else if h.lsn == p.lsn && h.op != .snapshot && p.op != .snapshot {
+                } else if h.lsn == p.lsn && h.op != .snapshot && p.op != .snapshot && h.xid != nil {
+                    // (A backfill chunk, xid none, follows its high watermark's transaction at the same LSN.)
                     throw fail(seq, "a second transaction with commit LSN \(h.lsn)")
                 }
             }

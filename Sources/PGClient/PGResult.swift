@@ -23,6 +23,14 @@ public final class PGResult {
         return String(cString: PQgetvalue(handle, Int32(row), Int32(column)))
     }
 
+    /// The bytes of the text value at (`row`, `column`), nil for NULL, valid only inside `body` (no copy).
+    @inline(__always)
+    public func withBytes<T>(_ row: Int, _ column: Int, _ body: (UnsafeRawBufferPointer?) throws -> T) rethrows -> T {
+        let r = Int32(row), c = Int32(column)
+        if PQgetisnull(handle, r, c) == 1 { return try body(nil) }
+        return try body(UnsafeRawBufferPointer(start: PQgetvalue(handle, r, c), count: Int(PQgetlength(handle, r, c))))
+    }
+
     /// The text value at (`row`, column named `name`), or `nil` for NULL or an unknown column.
     public func value(_ row: Int, _ name: String) -> String? {
         let column = PQfnumber(handle, name)

@@ -15,7 +15,7 @@ struct CDC: AsyncParsableCommand {
         commandName: "cdc",
         abstract: "Change data capture from PostgreSQL into an append-only LMDB event log.",
         version: BuildInfo.version,
-        subcommands: [Init.self, Run.self, Status.self, Replay.self, LogCommand.self]
+        subcommands: [Init.self, Run.self, Status.self, Snapshot.self, Replay.self, LogCommand.self]
     )
 }
 

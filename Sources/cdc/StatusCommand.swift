@@ -17,7 +17,7 @@ struct Status: AsyncParsableCommand {
 
     @OptionGroup var global: GlobalOptions
 
-    @Flag(help: "Print one JSON object (keys: log, slot, projection, history_index, privacy, healthy, problems).")
+    @Flag(help: "Print one JSON object (keys: log, slot, projection, history_index, privacy, backfills, healthy, problems).")
     var json = false
 
     func run() async throws {

@@ -151,6 +151,7 @@ import Testing
         Broken(name: "origins is not any or none", text: replacing("publication = \"cdc\"", with: "publication = \"cdc\"\norigins = \"local\""), names: "source.origins"),
         Broken(name: "origins is a list", text: replacing("publication = \"cdc\"", with: "publication = \"cdc\"\norigins = [\"none\"]"), names: "source.origins"),
         Broken(name: "streaming is a string", text: replacing("publication = \"cdc\"", with: "publication = \"cdc\"\nstreaming = \"on\""), names: "source.streaming"),
+        Broken(name: "backfill_chunk_size is zero", text: replacing("publication = \"cdc\"", with: "publication = \"cdc\"\nbackfill_chunk_size = 0"), names: "source.backfill_chunk_size"),
         Broken(name: "missing [source]", text: log, names: "[source]"),
         Broken(name: "source is not a section", text: "source = \"x\"\n" + log, names: "source"),
         Broken(name: "missing [log]", text: source, names: "[log]"),

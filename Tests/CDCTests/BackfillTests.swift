@@ -1,0 +1,194 @@
+import Foundation
+import Testing
+import TestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Backfill of tables that join the publication after `cdc init` (DBLog watermarks), through the real
+/// `cdc` binary against a real PostgreSQL: the folded log of the table equals the source table.
+@Suite(.timeLimit(.minutes(5))) struct BackfillTests {
+    /// The table's rows as the log says: snapshot, insert and update are upserts by key, delete
+    /// removes the key, truncate empties the table.
+    static func fold(_ ws: CDCWorkspace, table: String) throws -> [Int: String] {
+        var rows: [Int: String] = [:]
+        for event in try ws.rowEvents(table: table) {
+            let after = event["after"] as? [String: Any]
+            let before = event["before"] as? [String: Any]
+            switch event["op"] as? String {
+            case "snapshot", "insert", "update":
+                if let old = before?["id"] as? Int, old != after?["id"] as? Int { rows[old] = nil }
+                if let id = after?["id"] as? Int { rows[id] = after?["v"] as? String ?? "<null>" }
+            case "delete":
+                if let id = before?["id"] as? Int { rows[id] = nil }
+            case "truncate":
+                rows = [:]
+            default:
+                break
+            }
+        }
+        return rows
+    }
+
+    static func source(_ ws: CDCWorkspace, table: String) throws -> [Int: String] {
+        var rows: [Int: String] = [:]
+        for row in try ws.sql("SELECT id, v FROM \(table)") { rows[Int(row[0]!)!] = row[1] ?? "<null>" }
+        return rows
+    }
+
+    /// Stops `cdc run` gracefully, then catches up to the current WAL position.
+    static func stopAndCatchUp(_ ws: CDCWorkspace, _ run: RunningCDC) throws {
+        run.send(SIGTERM)
+        #expect(run.wait().status == 0)
+        try ws.catchUp()
+    }
+
+    static func expectFoldEqualsSource(_ ws: CDCWorkspace, table: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let folded = try fold(ws, table: table)
+        let source = try source(ws, table: table)
+        #expect(folded.count == source.count, "rows: log \(folded.count), source \(source.count)", sourceLocation: sourceLocation)
+        let wrong = source.filter { folded[$0.key] != $0.value }.keys.sorted()
+        let extra = folded.keys.filter { source[$0] == nil }.sorted()
+        #expect(wrong.isEmpty && extra.isEmpty, "keys differing: \(wrong.prefix(10)), in the log only: \(extra.prefix(10))", sourceLocation: sourceLocation)
+        let verify = try ws.cdc(["log", "verify", "--log", ws.logPath])
+        #expect(verify.status == 0, "cdc log verify: \(verify.stdout) \(verify.stderr)", sourceLocation: sourceLocation)
+    }
+
+    /// Runs `statement` on a thread of its own; the returned function waits for it.
+    static func background(_ ws: CDCWorkspace, _ statement: String) -> () -> Void {
+        let done = DispatchSemaphore(value: 0)
+        Thread {
+            do { try ws.sql(statement) } catch { Issue.record("background SQL failed: \(error)") }
+            done.signal()
+        }.start()
+        return { done.wait() }
+    }
+
+    /// Updates, deletes and inserts in `bf` across its whole key range, one transaction each, until a
+    /// row is put in `stop_writer`.
+    static let writerLoop = """
+        DO $$ DECLARE i bigint := 0; BEGIN
+          WHILE NOT EXISTS (SELECT 1 FROM stop_writer) LOOP
+            i := i + 1;
+            UPDATE bf SET v = 'u' || i WHERE id = (i * 7919) % 3000 + 1;
+            UPDATE bf SET v = 'w' || i WHERE id = (i * 7) % 6000 + 1;
+            DELETE FROM bf WHERE id = (i * 104729) % 3000 + 1;
+            INSERT INTO bf VALUES (3000 + i, 'n' || i);
+            UPDATE bf SET id = 100000 + i WHERE id = (i * 31) % 3000 + 1;
+            COMMIT;
+            PERFORM pg_sleep(0.002);
+          END LOOP;
+        END $$
+        """
+
+    /// A workspace initialised with facilities published, and bf (3,000 rows) outside the publication.
+    static func initialisedWithoutBF(_ name: String, chunkSize: Int) throws -> CDCWorkspace {
+        let ws = try CDCWorkspace(name, extraSource: "tables = [\"public.facilities\"]\nbackfill_chunk_size = \(chunkSize)")
+        try ws.sql("""
+            CREATE TABLE bf (id int PRIMARY KEY, v text);
+            INSERT INTO bf SELECT g, 'v' || g FROM generate_series(1, 3000) g;
+            CREATE TABLE stop_writer (x int);
+            """)
+        try ws.initialize()
+        return ws
+    }
+
+    @Test func tableAddedLaterIsBackfilledExactlyWhileItChanges() throws {
+        let ws = try Self.initialisedWithoutBF("backfill", chunkSize: 50)
+        defer { ws.tearDown() }
+        let run = try ws.startRun()
+        defer { run.killIfRunning() }
+        try poll(what: "cdc run streams") { run.stderr.contains("streaming") }
+        let writer = Self.background(ws, Self.writerLoop)
+        try ws.sql("ALTER PUBLICATION \(ws.slot) ADD TABLE bf")
+        try poll(what: "the backfill ends: \(run.stderr.suffix(600))", timeout: 90) { run.stderr.contains("backfill done") }
+        try ws.sql("INSERT INTO stop_writer VALUES (1)")
+        writer()
+        try Self.stopAndCatchUp(ws, run)
+        let chunks = run.stderr.components(separatedBy: "backfill chunk").count - 1
+        let status = try ws.cdc(["status", "--config", ws.configPath])
+        #expect(status.stdout.contains("backfill    public.bf: done, ") && status.stdout.contains("chunks (request auto-"), "\(status.stdout)")
+        #expect(chunks >= 20, "many chunks (\(chunks))")
+        try Self.expectFoldEqualsSource(ws, table: "bf")
+        // Backfilled rows are snapshot records of no transaction, after the watermark messages.
+        let events = try ws.export()
+        let snapshots = events.filter { $0["table"] as? String == "public.bf" && $0["op"] as? String == "snapshot" }
+        #expect(!snapshots.isEmpty && snapshots.allSatisfy { $0["xid"] is NSNull })
+        // The log knows it is done: a restart does not backfill the table again.
+        try ws.catchUp()
+        #expect(try ws.export().count == events.count)
+    }
+
+    @Test func killedInTheMiddleOfABackfillResumesFromItsLastChunk() throws {
+        let ws = try Self.initialisedWithoutBF("backfillkill", chunkSize: 20)
+        defer { ws.tearDown() }
+        try ws.sql("ALTER PUBLICATION \(ws.slot) ADD TABLE bf")
+        let writer = Self.background(ws, Self.writerLoop)
+        let first = try ws.startRun()
+        defer { first.killIfRunning() }
+        try poll(what: "ten chunks", timeout: 60) { first.stderr.components(separatedBy: "backfill chunk").count > 10 }
+        first.send(SIGKILL)
+        _ = first.wait()
+        #expect(!first.stderr.contains("backfill done"))
+        let second = try ws.startRun()
+        defer { second.killIfRunning() }
+        try poll(what: "the backfill ends after the restart: \(second.stderr.suffix(600))", timeout: 90) { second.stderr.contains("backfill done") }
+        try ws.sql("INSERT INTO stop_writer VALUES (1)")
+        writer()
+        try Self.stopAndCatchUp(ws, second)
+        try Self.expectFoldEqualsSource(ws, table: "bf")
+        // No overlap: no key is snapshotted twice (the restart read on from the last durable chunk).
+        let keys = try ws.rowEvents(table: "bf").filter { $0["op"] as? String == "snapshot" }.compactMap { ($0["after"] as? [String: Any])?["id"] as? Int }
+        #expect(Set(keys).count == keys.count, "\(keys.count - Set(keys).count) keys snapshotted twice")
+    }
+
+    /// A change committed after the chunk's SELECT took its snapshot and before the high watermark: the
+    /// chunk holds the old row, the stream (inside the window) the new one. Without the window's
+    /// filtering the stale row, written after the change, would win (and a deleted row come back). The
+    /// chunk's SELECT is held open by a --where that sleeps, and the changes are made while it sleeps.
+    @Test func changesInsideTheWindowWinOverTheChunkAndSnapshotRequests() throws {
+        let ws = try CDCWorkspace("backfillwin", extraSource: "tables = [\"public.facilities\", \"public.bf\", \"public.nokey\"]")
+        defer { ws.tearDown() }
+        try ws.sql("""
+            CREATE TABLE bf (id int PRIMARY KEY, v text);
+            INSERT INTO bf SELECT g, 'v' || g FROM generate_series(1, 200) g;
+            CREATE TABLE nokey (a int);
+            CREATE TABLE unpublished (id int PRIMARY KEY);
+            """)
+        try ws.initialize()
+        let run = try ws.startRun()
+        defer { run.killIfRunning() }
+        try poll(what: "cdc run streams") { run.stderr.contains("streaming") }
+
+        // Errors: one line naming what is wrong, non-zero exit.
+        for (arguments, word) in [(["nosuch"], "unknown table"), (["public.unpublished"], "ALTER PUBLICATION"),
+                                  (["nokey"], "primary key"), (["bf", "--where", "nosuchcolumn > 1"], "--where")] {
+            let result = try ws.cdc(["snapshot"] + arguments + ["--config", ws.configPath], timeout: 60)
+            #expect(result.status != 0 && result.stderr.contains(word) && result.stderr.split(separator: "\n").count == 1,
+                    "cdc snapshot \(arguments): \(result.status) \(result.stderr)")
+        }
+
+        // Any role may emit a logical message: a request not signed with the log's snapshot.key is ignored.
+        try ws.sql("SELECT pg_logical_emit_message(true, 'cdc.snapshot.request', '{\"id\": \"forged\", \"tables\": [\"public.bf\"], \"where\": \"pg_sleep(1) IS NULL\"}')")
+        try poll(what: "the forged request is ignored") { run.stderr.contains("ignoring a snapshot request not signed") }
+
+        let sent = try ws.cdc(["snapshot", "public.bf", "--config", ws.configPath, "--chunk-size", "1000", "--no-wait",
+                               "--where", "(SELECT pg_sleep(3)) IS NOT NULL"], timeout: 60)
+        #expect(sent.status == 0, "\(sent.stderr)")
+        try poll(what: "the chunk's SELECT is running", timeout: 30) {
+            try !ws.sql("""
+                SELECT 1 FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'SELECT %pg_sleep(3)%LIMIT 1000' AND pid <> pg_backend_pid()
+                """).isEmpty
+        }
+        try ws.sql("UPDATE bf SET v = 'changed' WHERE id = 1")
+        try ws.sql("DELETE FROM bf WHERE id = 2")
+        // A second request, waited for: it is served after the first.
+        let waited = try ws.cdc(["snapshot", "bf", "--config", ws.configPath, "--where", "id <= 10"], timeout: 120)
+        #expect(waited.status == 0 && waited.stdout.hasPrefix("snapshot done: public.bf: 9 rows"), "\(waited.stdout) \(waited.stderr)")
+        try Self.stopAndCatchUp(ws, run)
+        try Self.expectFoldEqualsSource(ws, table: "bf")
+        #expect(try Self.fold(ws, table: "bf")[1] == "changed")
+        let chunkLines = run.stderr.split(separator: "\n").filter { $0.contains("backfill done") }
+        #expect(chunkLines.contains { $0.contains("cdc.changed_in_window=2") }, "\(chunkLines)")
+    }
+}
