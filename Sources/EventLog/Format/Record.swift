@@ -71,7 +71,8 @@ public struct Record: Equatable, Sendable {
         case message(prefix: String, content: [UInt8])
         case relation(RelationDefinition)
         /// The replication origin that applied the transaction, and the transaction's commit LSN on
-        /// that origin (0/0 when the applier did not set one).
+        /// that origin (0/0 when unknown: the applier did not set one, or the transaction was streamed,
+        /// pgoutput then sending no origin LSN).
         case origin(name: String, lsn: LSN)
     }
 
