@@ -7,7 +7,7 @@ import Glibc
 
 /// Backfill of tables that join the publication after `cdc init` (DBLog watermarks), through the real
 /// `cdc` binary against a real PostgreSQL: the folded log of the table equals the source table.
-@Suite(.timeLimit(.minutes(5))) struct BackfillTests {
+@Suite(.timeLimit(.minutes(15))) struct BackfillTests {
     /// The table's rows as the log says: snapshot, insert and update are upserts by key, delete
     /// removes the key, truncate empties the table.
     static func fold(_ ws: CDCWorkspace, table: String) throws -> [Int: String] {

@@ -5,7 +5,7 @@ import TestSupport
 /// Transactions that logical replication applied from another node carry a replication origin: the log
 /// records it (`origin` record, `origin` on each change in the export), and `[source] origins = "none"`
 /// leaves them out (bidirectional set-ups).
-@Suite(.timeLimit(.minutes(10))) struct OriginTests {
+@Suite(.timeLimit(.minutes(15))) struct OriginTests {
     /// Commits `statements` in one transaction as a logical replication apply worker would: in a session
     /// with the replication origin `origin` set up, the upstream commit LSN given.
     static func replicated(_ ws: CDCWorkspace, origin: String, upstreamLSN: String, _ statements: String) throws {

@@ -12,7 +12,7 @@ import TestSupport
 /// LSN, commit time, every change in order), nothing of an open or aborted transaction is in the log
 /// while cdc has already received it, and the slot's statistics show that the server did stream (so
 /// the suite cannot pass on protocol 1).
-@Suite(.timeLimit(.minutes(4))) struct StreamingTests {
+@Suite(.timeLimit(.minutes(15))) struct StreamingTests {
     static let server: Result<PostgresServer, any Error> = Result {
         let server = try PostgresServer.start(name: "streaming", extraSettings: ["logical_decoding_work_mem = '64kB'"])
         atexit { try? StreamingTests.server.get().destroy() }
