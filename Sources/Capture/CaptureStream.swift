@@ -335,6 +335,10 @@ public final class CaptureStream {
             health?.beat()
             if stop.isStopped {
                 try finishBatch(connection)
+                // The last status update (just sent) must be read before the connection closes.
+                if !connection.endCopyBoth(timeout: 5) {
+                    logger.debug("the server did not end the stream within 5 s; closing", metadata: ["cdc.resume_lsn": "\(writer.durable.resumeLSN)"])
+                }
                 logger.info("stopped", metadata: ["cdc.resume_lsn": "\(writer.durable.resumeLSN)", "cdc.head": "\(writer.durable.head)"])
                 return .stopped
             }
@@ -363,6 +367,7 @@ public final class CaptureStream {
             }
             if endposReached {
                 try finishBatch(connection)
+                connection.endCopyBoth(timeout: 5)
                 logger.info("reached endpos", metadata: ["cdc.endpos": "\(options.endpos!)", "cdc.head": "\(writer.durable.head)"])
                 return .reachedEndpos
             }

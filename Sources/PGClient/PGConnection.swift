@@ -207,6 +207,36 @@ public final class PGConnection: @unchecked Sendable {
         throw PGError(call: "PQgetCopyData", message: errorMessage)
     }
 
+    /// Ends a CopyBoth stream the way pg_recvlogical does: sends CopyDone, then reads (and drops) what
+    /// the server still sends until it answers with its own CopyDone, so that every message sent before
+    /// (a final standby status update above all) has been read by the walsender before the connection
+    /// closes. Closing with unread data instead lets the kernel reset the connection, and a walsender
+    /// blocked writing to us may then exit without reading the last status message. Gives up quietly
+    /// after `timeout` seconds: the caller closes the connection either way.
+    /// Returns true when the server ended the stream in time.
+    @discardableResult
+    public func endCopyBoth(timeout: Double) -> Bool {
+        guard PQputCopyEnd(handle, nil) == 1 else { return false }
+        let deadline = ContinuousClock.now + .milliseconds(Int64(timeout * 1000))
+        while true {
+            var buffer: UnsafeMutablePointer<CChar>?
+            let length = PQgetCopyData(handle, &buffer, 1)
+            if let buffer { PQfreemem(buffer) }
+            if length > 0 { continue }
+            if length == -1 {
+                while let result = PQgetResult(handle) { PQclear(result) }
+                return true
+            }
+            if length < -1 { return false }
+            // Output still queued (a full socket) is pushed as the server drains; then wait for input.
+            if PQflush(handle) < 0 { return false }
+            let left = deadline - ContinuousClock.now
+            if left <= .zero { return false }
+            let milliseconds = Int32(min(100, max(1, left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000)))
+            if waitReadable(milliseconds: milliseconds), PQconsumeInput(handle) != 1 { return false }
+        }
+    }
+
     /// Reads whatever the socket has into libpq's buffer. Throws when the connection is lost.
     public func consumeInput() throws {
         guard PQconsumeInput(handle) == 1 else { throw PGError(call: "PQconsumeInput", message: errorMessage) }
