@@ -1,6 +1,7 @@
 import Crypto
 import EventLog
 import Foundation
+import Lifecycle
 import Logging
 import PGClient
 
@@ -119,9 +120,12 @@ public struct BackfillChunkRecord: Codable, Sendable {
 /// after the high watermark's transaction, the chunk's rows minus those keys are written as one log
 /// transaction of `snapshot` records (xid none, LSN = the high watermark's commit LSN), ending with a
 /// `cdc.backfill.chunk` message record; the progress (meta `backfill`) becomes durable with it. A
-/// change before the low watermark is older than the SELECT's snapshot (which sees it), one after the
-/// high watermark is newer than the chunk: only changes inside the window may be newer than the rows
-/// read, and their own events in the stream carry the newer state.
+/// change after the high watermark is newer than the chunk, one inside the window may be: the chunk
+/// drops the rows of those keys, whose own events in the stream carry the newer state. A change before
+/// the low watermark is older than the SELECT's snapshot, which sees it, except when its transaction
+/// had written its commit record but was not yet visible (the SELECT's snapshot lists it as in
+/// progress; under synchronous replication it stays so until a standby confirms): such keys are
+/// dropped too, the snapshot read in the SELECT's own REPEATABLE READ transaction.
 ///
 /// Only one chunk is in flight, held in memory. Everything runs on the capture thread.
 final class Backfill {
@@ -142,7 +146,18 @@ final class Backfill {
     private var relations: [UInt32: (seq: UInt64, definition: RelationDefinition)] = [:]
     /// Tables already warned about (no usable key), so that the warning is given once per session.
     private var warned: Set<UInt32> = []
+    /// The xids of the last transactions the stream delivered committed (a ring of
+    /// ``recentCapacity``): a chunk whose snapshot lists one of them as in progress is read later.
+    private var recent: Set<UInt32> = []
+    private var recentOrder: [UInt32] = []
+    private var recentNext = 0
+    static let recentCapacity = 65536
+    /// No chunk starts before this instant (a deferred chunk waits a little).
+    private var notBefore: ContinuousClock.Instant?
     private let enabled: Bool
+    /// Chunks read again later because of transactions not yet visible (see ``startChunk()``).
+    private var deferred = 0
+    private let retries = RateLimitedLog(interval: 60)
 
     private struct Chunk {
         enum Phase { case emitted, window, closed }
@@ -159,6 +174,36 @@ final class Backfill {
         var truncated = false
         var lsn = LSN.zero
         var time: Int64 = 0
+        /// The chunk SELECT's snapshot: a transaction it does not see that commits before the low
+        /// watermark (its commit record is in the WAL, it is not yet visible: the moment between the
+        /// two, long under synchronous replication) changed rows the chunk holds in their older state.
+        var snapshot: TransactionSnapshot?
+        /// How many of `changed` came from such transactions (logged per chunk).
+        var unseenBefore = 0
+    }
+
+    /// `pg_current_snapshot()` in 32-bit xids, as the stream names transactions.
+    struct TransactionSnapshot: Equatable {
+        var xmax: UInt32
+        var inProgress: Set<UInt32>
+
+        /// Parses `xmin:xmax:xip,...` (xid8 values; the low 32 bits are the xid).
+        init?(_ text: String) {
+            let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+            guard parts.count == 3, let xmax = UInt64(parts[1]) else { return nil }
+            self.xmax = UInt32(truncatingIfNeeded: xmax)
+            var xip = Set<UInt32>()
+            for item in parts[2].split(separator: ",") {
+                guard let xid = UInt64(item) else { return nil }
+                xip.insert(UInt32(truncatingIfNeeded: xid))
+            }
+            inProgress = xip
+        }
+
+        /// True when the transaction `xid` had not committed for this snapshot (xids compare modulo 2^32).
+        func doesNotSee(_ xid: UInt32) -> Bool {
+            inProgress.contains(xid) || Int32(bitPattern: xid &- xmax) >= 0
+        }
     }
 
     init(options: CaptureOptions, writer: EventLogWriter, logger: Logger) {
@@ -181,19 +226,45 @@ final class Backfill {
         relations = [:]
     }
 
-    /// A row change of `oid` in a transaction being written (`tuple` and `other`: new and old tuple).
+    /// True when a change of `oid` by transaction `xid` may be newer than the chunk's rows: inside the
+    /// window, or before it by a transaction the chunk's snapshot does not see.
     @inline(__always)
-    func changed(_ oid: UInt32, _ tuple: PgOutputMessage.Tuple, _ other: PgOutputMessage.Tuple? = nil) {
-        guard chunk?.phase == .window, chunk?.oid == oid else { return }
-        for t in [tuple, other] {
-            guard let t, let key = Self.key(t, chunk!.keyColumns) else { continue }
-            chunk!.changed.insert(key)
+    private func newerThanChunk(_ oid: UInt32, xid: UInt32) -> Bool {
+        guard let c = chunk, c.oid == oid else { return false }
+        switch c.phase {
+        case .window: return true
+        case .emitted: return c.snapshot?.doesNotSee(xid) ?? false
+        case .closed: return false
         }
     }
 
-    /// A truncate in a transaction being written.
-    func truncated(_ oids: [UInt32]) {
-        guard chunk?.phase == .window, let oid = chunk?.oid, oids.contains(oid) else { return }
+    /// A row change of `oid` by transaction `xid`, being written (`tuple` and `other`: new and old tuple).
+    @inline(__always)
+    func changed(_ oid: UInt32, xid: UInt32, _ tuple: PgOutputMessage.Tuple, _ other: PgOutputMessage.Tuple? = nil) {
+        guard newerThanChunk(oid, xid: xid) else { return }
+        for t in [tuple, other] {
+            guard let t, let key = Self.key(t, chunk!.keyColumns) else { continue }
+            if chunk!.changed.insert(key).inserted, chunk!.phase == .emitted { chunk!.unseenBefore += 1 }
+        }
+    }
+
+    /// A transaction the stream delivered committed (written, skipped or filtered).
+    @inline(__always)
+    func committed(xid: UInt32) {
+        guard enabled, !recent.contains(xid) else { return }
+        if recentOrder.count < Self.recentCapacity {
+            recentOrder.append(xid)
+        } else {
+            recent.remove(recentOrder[recentNext])
+            recentOrder[recentNext] = xid
+            recentNext = (recentNext + 1) % Self.recentCapacity
+        }
+        recent.insert(xid)
+    }
+
+    /// A truncate by transaction `xid`, being written.
+    func truncated(_ oids: [UInt32], xid: UInt32) {
+        guard let oid = chunk?.oid, oids.contains(oid), newerThanChunk(oid, xid: xid) else { return }
         chunk!.truncated = true
     }
 
@@ -249,6 +320,7 @@ final class Backfill {
         guard enabled, chunk == nil, !inTransaction else { return }
         do {
             let now = ContinuousClock.now
+            if let notBefore, now < notBefore { return }
             if lastCheck == nil || now - lastCheck! >= Self.checkInterval {
                 lastCheck = now
                 try checkPublication()
@@ -304,8 +376,10 @@ final class Backfill {
         if let sql { return sql }
         let opened = try SourceInitializer.connect(options.conninfo)
         // The high watermark must reach the stream at once: under synchronous_commit = off the WAL
-        // writer would flush it (and the walsender send it) only after wal_writer_delay.
-        try opened.execute("SET synchronous_commit = on")
+        // writer would flush it (and the walsender send it) only after wal_writer_delay. `local`, not
+        // `on`: a synchronous standby that is slow or gone must not stall the backfill (the walsender
+        // sends what is flushed locally).
+        try opened.execute("SET synchronous_commit = local")
         sql = opened
         return opened
     }
@@ -419,9 +493,33 @@ final class Backfill {
             + " ORDER BY \(keyList) LIMIT \(job.chunkSize)"
 
         try emit(sql, c.id, "low", job)
-        try sql.execute("BEGIN ISOLATION LEVEL READ COMMITTED, READ ONLY")
+        // One snapshot for the rows and for the list of transactions they do not see (see Chunk.snapshot).
+        try sql.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         let result: PGResult
         do {
+            let text = try sql.query("SELECT pg_current_snapshot()::text").value(0, 0) ?? ""
+            guard let snapshot = TransactionSnapshot(text) else {
+                throw CaptureError.protocolViolation("pg_current_snapshot() returned \(text), not xmin:xmax:xip")
+            }
+            c.snapshot = snapshot
+            // A transaction that wrote its commit record (the stream delivered it, or the commit log
+            // says so) but that this snapshot does not see yet: the rows it changed would be read in
+            // their older state after its events. Read the chunk again once it is visible.
+            var unseen = snapshot.inProgress.filter { recent.contains($0) }
+            if unseen.isEmpty, !snapshot.inProgress.isEmpty {
+                let committed = try sql.query("SELECT x::text FROM unnest(pg_snapshot_xip(pg_current_snapshot())) x WHERE pg_xact_status(x) = 'committed'")
+                unseen = Set((0..<committed.rowCount).compactMap { committed.value($0, 0).flatMap(UInt64.init).map { UInt32(truncatingIfNeeded: $0) } })
+            }
+            if !unseen.isEmpty {
+                _ = try? sql.execute("ROLLBACK")
+                notBefore = ContinuousClock.now + .milliseconds(200)
+                deferred += 1
+                retries.log(logger, .info, key: "deferred", "backfill chunk deferred: a committed transaction is not yet visible to new snapshots (waiting for a synchronous standby?)", metadata: [
+                    "cdc.table": "\(job.table)", "cdc.xids": "\(unseen.sorted().prefix(5).map(String.init).joined(separator: ","))",
+                    "cdc.deferred": "\(deferred)",
+                ])
+                return
+            }
             result = try sql.query(query, parameters)
             try sql.execute("COMMIT")
         } catch {
@@ -508,10 +606,11 @@ final class Backfill {
         writer.endTransaction(commitLSN: c.lsn, commitTime: c.time, resume: writer.staged.resumeLSN)
         state.jobs[c.job] = job
         save(state)
+        retries.reset(key: "deferred")
         logger.info(job.done ? "backfill done" : "backfill chunk", metadata: [
             "cdc.table": "\(job.table)", "cdc.request": "\(job.request)", "cdc.chunk": "\(job.chunks)",
             "cdc.rows": "\(rows.count)", "cdc.rows_read": "\(c.read)", "cdc.rows_total": "\(job.rows)",
-            "cdc.changed_in_window": "\(c.read - rows.count)", "cdc.lsn": "\(c.lsn)",
+            "cdc.changed_in_window": "\(c.read - rows.count)", "cdc.changed_unseen": "\(c.unseenBefore)", "cdc.lsn": "\(c.lsn)",
         ])
     }
 
@@ -663,6 +762,8 @@ public enum SnapshotRequester {
         var request = request
         request.mac = try request.authenticationCode(Array(key))
         let json = String(decoding: try JSONEncoder().encode(request), as: UTF8.self)
+        // Flushed locally at once; a synchronous standby that is slow or gone does not hold the request.
+        try sql.execute("SET synchronous_commit = local")
         try sql.query("SELECT pg_logical_emit_message(true, $1, $2)", [Backfill.requestPrefix, json])
     }
 

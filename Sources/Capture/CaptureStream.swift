@@ -619,6 +619,7 @@ public final class CaptureStream {
             guard commitLSN == txnLSN else {
                 throw CaptureError.protocolViolation("COMMIT at \(commitLSN) for a transaction announced at \(txnLSN)")
             }
+            backfill.committed(xid: txnXid)
             if skipping {
                 transactionsSkipped += 1
                 return
@@ -689,7 +690,7 @@ public final class CaptureStream {
             let relation = try relationSeq(oid)
             let methods = protection[oid]
             try append(.insert, relation) { try transcode(new, into: &$0, methods) }
-            backfill.changed(oid, new)
+            backfill.changed(oid, xid: txnXid, new)
         case .update(let oid, let old, let oldTuple, let new):
             guard try active() else { return }
             let relation = try relationSeq(oid)
@@ -699,7 +700,7 @@ public final class CaptureStream {
                 if let oldTuple { try transcode(oldTuple, into: &w, methods) }
                 try transcode(new, into: &w, methods)
             }
-            backfill.changed(oid, new, oldTuple)
+            backfill.changed(oid, xid: txnXid, new, oldTuple)
         case .delete(let oid, let old, let oldTuple):
             guard try active() else { return }
             let relation = try relationSeq(oid)
@@ -708,7 +709,7 @@ public final class CaptureStream {
                 w.u8(old.rawValue)
                 try transcode(oldTuple, into: &w, methods)
             }
-            backfill.changed(oid, oldTuple)
+            backfill.changed(oid, xid: txnXid, oldTuple)
         case .truncate(let options, let oids):
             guard try active() else { return }
             var flags: RecordFlags = []
@@ -718,7 +719,7 @@ public final class CaptureStream {
                 let relation = try relationSeq(oid)
                 try append(.truncate, relation, flags: flags) { _ in }
             }
-            backfill.truncated(oids)
+            backfill.truncated(oids, xid: txnXid)
         case .message(let transactional, let lsn, let prefix, let content):
             if transactional {
                 guard try active() else { return }

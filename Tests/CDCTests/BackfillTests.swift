@@ -191,4 +191,56 @@ import Glibc
         let chunkLines = run.stderr.split(separator: "\n").filter { $0.contains("backfill done") }
         #expect(chunkLines.contains { $0.contains("cdc.changed_in_window=2") }, "\(chunkLines)")
     }
+
+    /// A transaction that has written its commit record (which the stream delivers, before the low
+    /// watermark) but is not yet visible to the chunk's SELECT: under synchronous replication with a
+    /// standby that never answers, the committing session waits, invisible, for as long as it is
+    /// absent. The chunk would read the row's older state and, written after the stream's update, win.
+    /// The chunk's snapshot lists that transaction as in progress: the chunk is read again once the
+    /// transaction is visible.
+    @Test func aChangeCommittedButNotYetVisibleBeforeTheLowWatermarkWinsOverTheChunk() throws {
+        let server = try PostgresServer.start(name: "syncrep")
+        defer { server.destroy() }
+        let ws = try CDCWorkspace("backfillsync", server: server, extraSource: "tables = [\"public.facilities\", \"public.bf\"]")
+        defer { ws.tearDown() }
+        try ws.sql("""
+            CREATE TABLE bf (id int PRIMARY KEY, v text);
+            INSERT INTO bf SELECT g, 'v' || g FROM generate_series(1, 100) g;
+            """)
+        try ws.initialize()
+        let run = try ws.startRun()
+        defer { run.killIfRunning() }
+        try poll(what: "cdc run streams") { run.stderr.contains("streaming") }
+
+        try server.execute("ALTER SYSTEM SET synchronous_standby_names = 'nobody'")
+        try server.execute("SELECT pg_reload_conf()")
+        try poll(what: "a new session waits for the standby 'nobody'") {
+            try server.execute("SHOW synchronous_standby_names")[0][0] == "nobody"
+        }
+        var released = false
+        func release() throws {
+            try server.execute("ALTER SYSTEM RESET synchronous_standby_names")
+            try server.execute("SELECT pg_reload_conf()")
+            released = true
+        }
+        defer { if !released { try? release() } }
+        // Committed in the WAL, waiting for the standby: invisible to every other session.
+        let update = Self.background(ws, "SET synchronous_commit = on; UPDATE bf SET v = 'invisible' WHERE id = 5")
+        try poll(what: "the update reaches the log: \(run.stderr.suffix(400))") {
+            try ws.rowEvents(table: "bf").contains { $0["op"] as? String == "update" && ($0["after"] as? [String: Any])?["v"] as? String == "invisible" }
+        }
+        #expect(try ws.sql("SELECT v FROM bf WHERE id = 5")[0][0] == "v5", "the committing transaction is not yet visible")
+        let sent = try ws.cdc(["snapshot", "bf", "--config", ws.configPath, "--no-wait"], timeout: 60)
+        #expect(sent.status == 0, "\(sent.stderr)")
+        try poll(what: "the chunk is deferred: \(run.stderr.suffix(600))", timeout: 30) { run.stderr.contains("backfill chunk deferred") }
+        #expect(!run.stderr.contains("backfill done"))
+
+        try release()
+        update()
+        #expect(try ws.sql("SELECT v FROM bf WHERE id = 5")[0][0] == "invisible")
+        try poll(what: "the backfill ends once the transaction is visible: \(run.stderr.suffix(600))", timeout: 30) { run.stderr.contains("backfill done") }
+        try Self.stopAndCatchUp(ws, run)
+        try Self.expectFoldEqualsSource(ws, table: "bf")
+        #expect(try Self.fold(ws, table: "bf")[5] == "invisible")
+    }
 }
