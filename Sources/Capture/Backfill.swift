@@ -139,6 +139,9 @@ final class Backfill {
     let options: CaptureOptions
     let writer: EventLogWriter
     let logger: Logger
+    let metrics: CaptureMetrics
+    /// Chunks staged in the log and not yet counted: counted once durable (``takeWritten()``).
+    private var written: [(relationSeq: UInt64, table: String, rows: Int)] = []
     private var state: BackfillState?
     private var sql: PGConnection?
     private var lastCheck: ContinuousClock.Instant?
@@ -206,10 +209,11 @@ final class Backfill {
         }
     }
 
-    init(options: CaptureOptions, writer: EventLogWriter, logger: Logger) {
+    init(options: CaptureOptions, writer: EventLogWriter, logger: Logger, metrics: CaptureMetrics) {
         self.options = options
         self.writer = writer
         self.logger = logger
+        self.metrics = metrics
         _ = try? SnapshotRequest.loadOrCreateKey(log: writer.log.path)
         // `cdc run --endpos` stops at a position the watermarks of a backfill would lie beyond.
         enabled = options.endpos == nil
@@ -246,6 +250,12 @@ final class Backfill {
             guard let t, let key = Self.key(t, chunk!.keyColumns) else { continue }
             if chunk!.changed.insert(key).inserted, chunk!.phase == .emitted { chunk!.unseenBefore += 1 }
         }
+    }
+
+    /// The chunks staged since the last call, once the log made them durable: (relation record, table, rows).
+    func takeWritten() -> [(relationSeq: UInt64, table: String, rows: Int)] {
+        defer { written.removeAll() }
+        return written
     }
 
     /// A transaction the stream delivered committed (written, skipped or filtered).
@@ -350,6 +360,7 @@ final class Backfill {
 
     private func save(_ new: BackfillState) {
         state = new
+        metrics.backfillPending.record(new.jobs.filter { !$0.done }.count + new.requests.count)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         writer.stageBackfillState(Array((try? encoder.encode(new)) ?? Data()))
@@ -514,6 +525,7 @@ final class Backfill {
                 _ = try? sql.execute("ROLLBACK")
                 notBefore = ContinuousClock.now + .milliseconds(200)
                 deferred += 1
+                metrics.deferredChunks(job.table).increment()
                 retries.log(logger, .info, key: "deferred", "backfill chunk deferred: a committed transaction is not yet visible to new snapshots (waiting for a synchronous standby?)", metadata: [
                     "cdc.table": "\(job.table)", "cdc.xids": "\(unseen.sorted().prefix(5).map(String.init).joined(separator: ","))",
                     "cdc.deferred": "\(deferred)",
@@ -586,8 +598,9 @@ final class Backfill {
         var state = try loadState()
         var job = state.jobs[c.job]
         let rows = c.truncated ? [] : c.rows.filter { !c.changed.contains($0.key) }
+        var relationSeq: UInt64 = 0
         if !rows.isEmpty {
-            let relationSeq = relationSeq(c.definition, lsn: c.lsn, time: c.time)
+            relationSeq = self.relationSeq(c.definition, lsn: c.lsn, time: c.time)
             let header = RecordHeader(op: .snapshot, lsn: c.lsn, xid: nil, commitTime: c.time, relationSeq: relationSeq)
             for row in rows {
                 writer.append { w in
@@ -598,6 +611,7 @@ final class Backfill {
         }
         job.chunks += 1
         job.rows += rows.count
+        written.append((relationSeq, job.table, rows.count))
         if let last = c.lastKey { job.lastKey = last }
         job.done = c.read < job.chunkSize || (job.maxKey.map { $0.isEmpty || $0 == job.lastKey } ?? false)
         appendChunkRecord(BackfillChunkRecord(request: job.request, table: job.table, chunk: job.chunks, lastKey: job.lastKey,

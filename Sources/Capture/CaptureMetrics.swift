@@ -26,10 +26,44 @@ final class CaptureMetrics {
     /// `cdc_log_events_total{table,op}` by `relationSeq << 8 | op`.
     private var events: [UInt64: Counter] = [:]
 
+    // Streaming of in-progress transactions (pgoutput protocol 2).
+    /// Streamed transactions received in part and not yet committed or aborted.
+    let streamOpen = Gauge(label: "cdc_stream_open_transactions")
+    let streamCommitted = Counter(label: "cdc_stream_transactions_total", dimensions: [("outcome", "committed")])
+    let streamAborted = Counter(label: "cdc_stream_transactions_total", dimensions: [("outcome", "aborted")])
+    /// Bytes of streamed changes moved from memory to `<log>/inflight/`.
+    let streamSpilled = Counter(label: "cdc_stream_spilled_bytes_total")
+
+    // Backfill (DBLog chunks).
+    /// Backfills (tables) not yet done.
+    let backfillPending = Gauge(label: "cdc_backfill_tables_pending")
+    private var backfillCounters: [String: (rows: Counter, chunks: Counter)] = [:]
+    private var deferredCounters: [String: Counter] = [:]
+
     init() {
         connected.record(0)
         lag.record(0)
         paused.record(0)
+        streamOpen.record(0)
+        backfillPending.record(0)
+    }
+
+    /// `cdc_backfill_rows_total{table}` and `cdc_backfill_chunks_total{table}`: what backfill chunks made durable.
+    func backfill(_ table: String) -> (rows: Counter, chunks: Counter) {
+        if let counters = backfillCounters[table] { return counters }
+        let counters = (Counter(label: "cdc_backfill_rows_total", dimensions: [("table", table)]),
+                        Counter(label: "cdc_backfill_chunks_total", dimensions: [("table", table)]))
+        backfillCounters[table] = counters
+        return counters
+    }
+
+    /// `cdc_backfill_deferred_chunks_total{table}`: chunks put off because their snapshot did not yet
+    /// see a transaction the stream had delivered committed.
+    func deferredChunks(_ table: String) -> Counter {
+        if let counter = deferredCounters[table] { return counter }
+        let counter = Counter(label: "cdc_backfill_deferred_chunks_total", dimensions: [("table", table)])
+        deferredCounters[table] = counter
+        return counter
     }
 
     /// The events counter of (relation, op) in `key` (`relationSeq << 8 | op`); `table` names the relation.

@@ -110,7 +110,7 @@ public final class CaptureStream {
     public private(set) var transactionsSkipped = 0
 
     // Metrics (swift-metrics; `cdc run` exports them at /metrics).
-    private let metrics = CaptureMetrics()
+    let metrics = CaptureMetrics()
     /// The server's WAL end, from the latest XLogData or keepalive.
     private var serverWALEnd = LSN.zero
     /// Events of the open transaction and of the committed ones not yet durable, by relation and op.
@@ -120,7 +120,7 @@ public final class CaptureStream {
     private var committedTimes: [Int64] = []
     private var relationNames: [UInt64: String] = [:]
     /// Backfill of tables that joined the publication later, and of `cdc snapshot` requests (Backfill.swift).
-    private lazy var backfill = Backfill(options: options, writer: writer, logger: logger)
+    private lazy var backfill = Backfill(options: options, writer: writer, logger: logger, metrics: metrics)
 
     /// Streamed transactions not yet committed (protocol 2), and the session's connection for their replay.
     let streamed: StreamedTransactions
@@ -430,6 +430,13 @@ public final class CaptureStream {
             metrics.transactions.increment(by: committedTimes.count)
             committedTimes.removeAll(keepingCapacity: true)
         }
+        for chunk in backfill.takeWritten() {
+            let counters = metrics.backfill(chunk.table)
+            counters.chunks.increment()
+            guard chunk.rows > 0 else { continue }
+            counters.rows.increment(by: chunk.rows)
+            metrics.events(chunk.relationSeq << 8 | UInt64(Operation.snapshot.rawValue), chunk.table).increment(by: chunk.rows)
+        }
         if !committedCounts.isEmpty {
             for (key, count) in committedCounts { metrics.events(key, relationNames[key >> 8] ?? "").increment(by: count) }
             committedCounts.removeAll(keepingCapacity: true)
@@ -559,7 +566,11 @@ public final class CaptureStream {
             let payload = UnsafeRawBufferPointer(rebasing: buffer[r.offset...])
             if streamed.blockXid != nil, let tag = payload.first, tag != 0x45 {  // inside a stream block, not its Stop
                 try streamed.add(payload)
-                if streamed.needsSpill { try retryingStorage(connection) { try streamed.spill() } }
+                if streamed.needsSpill {
+                    let bytes = streamed.bufferedBytes
+                    try retryingStorage(connection) { try streamed.spill() }
+                    metrics.streamSpilled.increment(by: bytes)
+                }
             } else {
                 try handle(try PgOutputMessage.decode(payload))
             }
@@ -637,13 +648,17 @@ public final class CaptureStream {
         case .streamStart(let xid, let first):
             guard !inTransaction else { throw CaptureError.protocolViolation("Stream Start inside a transaction") }
             try streamed.startBlock(xid: xid, firstSegment: first)
+            metrics.streamOpen.record(streamed.openCount)
         case .streamStop:
             try streamed.stopBlock()
         case .streamCommit(let xid, let flags, let commitLSN, let endLSN, let time):
             try commitStreamed(xid: xid, flags: flags, commitLSN: commitLSN, endLSN: endLSN, commitTime: time)
         case .streamAbort(let xid, let subxid):
             guard !inTransaction, streamed.blockXid == nil else { throw CaptureError.protocolViolation("Stream Abort inside a transaction or stream block") }
+            let wasOpen = streamed.isOpen(xid)
             try retryingStorage(activeConnection) { try streamed.abort(xid: xid, subxid: subxid) }
+            if wasOpen, !streamed.isOpen(xid) { metrics.streamAborted.increment() }
+            metrics.streamOpen.record(streamed.openCount)
         case .origin(let originLSN, let name):
             // Sent right after Begin, before any change, by a transaction that logical replication
             // applied (pg_replication_origin_session_setup in its session).

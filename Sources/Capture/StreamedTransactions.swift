@@ -108,6 +108,8 @@ final class StreamedTransactions {
     }
 
     var needsSpill: Bool { arena.count >= memoryLimit }
+    /// Bytes of entries held in memory.
+    var bufferedBytes: Int { arena.count }
 
     /// Moves the memory buffer into the store (one transaction, no sync). On failure nothing changed.
     func spill() throws {
@@ -265,5 +267,7 @@ extension CaptureStream {
             try handle(.commit(flags: flags, commitLSN: commitLSN, endLSN: endLSN, commitTime: commitTime))
         }
         try retryingStorage(activeConnection) { try streamed.finish(xid: xid) }
+        metrics.streamCommitted.increment()
+        metrics.streamOpen.record(streamed.openCount)
     }
 }

@@ -96,6 +96,8 @@ import Glibc
     @Test func tableAddedLaterIsBackfilledExactlyWhileItChanges() throws {
         let ws = try Self.initialisedWithoutBF("backfill", chunkSize: 50)
         defer { ws.tearDown() }
+        let port = try LoopbackPort.free()
+        try ws.appendConfig("[metrics]\nlisten = \"127.0.0.1:\(port)\"")
         let run = try ws.startRun()
         defer { run.killIfRunning() }
         try poll(what: "cdc run streams") { run.stderr.contains("streaming") }
@@ -104,8 +106,15 @@ import Glibc
         try poll(what: "the backfill ends: \(run.stderr.suffix(600))", timeout: 90) { run.stderr.contains("backfill done") }
         try ws.sql("INSERT INTO stop_writer VALUES (1)")
         writer()
+        // The metrics count what the chunks made durable (a chunk line is logged once it is staged).
+        let metrics = ServiceTests.scrape(port, timeout: 10) { $0.value("cdc_backfill_tables_pending") == 0 }
         try Self.stopAndCatchUp(ws, run)
-        let chunks = run.stderr.components(separatedBy: "backfill chunk").count - 1
+        let chunks = run.stderr.split(separator: "\n").filter { $0.hasSuffix("[Capture] backfill chunk") }.count
+        let snapshotted = try ws.rowEvents(table: "bf").filter { $0["op"] as? String == "snapshot" }.count
+        #expect(metrics.value("cdc_backfill_tables_pending") == 0)
+        #expect(metrics.value("cdc_backfill_rows_total", ["table": "public.bf"]) == Double(snapshotted), "the log holds \(snapshotted) snapshot rows of bf")
+        #expect(metrics.value("cdc_log_events_total", ["table": "public.bf", "op": "snapshot"]) == Double(snapshotted))
+        #expect(metrics.value("cdc_backfill_chunks_total", ["table": "public.bf"]) == Double(chunks + 1), "\(chunks) chunk lines and the last")
         let status = try ws.cdc(["status", "--config", ws.configPath])
         #expect(status.stdout.contains("backfill    public.bf: done, ") && status.stdout.contains("chunks (request auto-"), "\(status.stdout)")
         #expect(chunks >= 20, "many chunks (\(chunks))")

@@ -255,7 +255,7 @@ import Glibc
         ("cdc_projection_last_seq", "gauge"), ("cdc_projection_batch_seconds", "histogram"),
         ("cdc_projection_rows_total", "counter"), ("cdc_warehouse_connected", "gauge"),
         ("cdc_history_index_lag_records", "gauge"), ("cdc_loop_seconds_since_iteration", "gauge"),
-        ("cdc_build_info", "gauge"),
+        ("cdc_build_info", "gauge"), ("cdc_stream_open_transactions", "gauge"), ("cdc_backfill_tables_pending", "gauge"),
     ]
     static let processMetrics = ["process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds", "process_start_time_seconds"]
 

@@ -95,6 +95,8 @@ import TestSupport
     @Test func aStreamedTransactionBecomesVisibleWhenItCommits() throws {
         let f = try Fixture("stream_commit")
         defer { f.tearDown() }
+        let port = try LoopbackPort.free()
+        try f.ws.appendConfig("[metrics]\nlisten = \"127.0.0.1:\(port)\"")
         let run = try f.ws.startRun()
         defer { run.killIfRunning() }
         let a = try f.connect()
@@ -105,8 +107,13 @@ import TestSupport
         try f.waitUntilReceived("the open transaction's stream blocks")
         #expect(try f.slotStats().streamed >= 1, "the server streamed the open transaction")
         #expect(try f.logged() == 0, "nothing of the open transaction is in the log")
+        #expect(ServiceTests.scrape(port).metrics.value("cdc_stream_open_transactions") == 1)
         try a.execute("COMMIT")
         try poll(what: "the committed transaction in the log") { try f.logged() == 4000 + 40 + 16 }
+        let metrics = ServiceTests.scrape(port).metrics
+        #expect(metrics.value("cdc_stream_open_transactions") == 0)
+        #expect(metrics.value("cdc_stream_transactions_total", ["outcome": "committed"]) == 1)
+        #expect(metrics.value("cdc_stream_transactions_total", ["outcome": "aborted"]) ?? 0 == 0)
         run.send(SIGTERM)
         #expect(run.wait().status == 0, "\(run.stderr.suffix(2000))")
         #expect(run.stderr.contains("pgoutput protocol 2"), "it said which protocol it uses")
@@ -116,6 +123,8 @@ import TestSupport
     @Test func anAbortedStreamedTransactionLeavesNothing() throws {
         let f = try Fixture("stream_abort")
         defer { f.tearDown() }
+        let port = try LoopbackPort.free()
+        try f.ws.appendConfig("[metrics]\nlisten = \"127.0.0.1:\(port)\"")
         let run = try f.ws.startRun()
         defer { run.killIfRunning() }
         let a = try f.connect()
@@ -128,6 +137,9 @@ import TestSupport
         try f.insert(b, from: 10_001, count: 1, part: "after")
         try poll(what: "the transaction after the abort in the log") { try f.logged(part: "after") == 1 }
         #expect(try f.logged(part: "aborted") == 0)
+        let metrics = ServiceTests.scrape(port).metrics
+        #expect(metrics.value("cdc_stream_transactions_total", ["outcome": "aborted"]) == 1)
+        #expect(metrics.value("cdc_stream_open_transactions") == 0)
         run.send(SIGTERM)
         #expect(run.wait().status == 0, "\(run.stderr.suffix(2000))")
         try f.expectExactHistory(transactions: 1)
