@@ -328,6 +328,10 @@ public final class CaptureStream {
         try sendStatus(connection, replyRequested: false)
         var lastStatus = ContinuousClock.now
         var lastProbe = ContinuousClock.now
+        // Backfill works between transactions when the socket runs dry, and at least every second
+        // under a stream that never lets it (looked at every 1024 messages).
+        var lastTick = ContinuousClock.now
+        var messagesSinceTick = 0
         let interval = Duration.milliseconds(Int64(options.statusInterval * 1000))
 
         let health = options.health
@@ -349,6 +353,15 @@ public final class CaptureStream {
                 switch result {
                 case .message:
                     try backfill.afterMessage(inTransaction: inTransaction)
+                    messagesSinceTick &+= 1
+                    if messagesSinceTick >= 1024, !inTransaction {
+                        messagesSinceTick = 0
+                        let now = ContinuousClock.now
+                        if now - lastTick >= .seconds(1) {
+                            lastTick = now
+                            backfill.tick(inTransaction: false)
+                        }
+                    }
                     if writer.pendingBytes >= options.maxBatchBytes || writer.pendingRecords >= options.maxBatchRecords {
                         try flush(connection)
                     }
@@ -371,7 +384,11 @@ public final class CaptureStream {
                 logger.info("reached endpos", metadata: ["cdc.endpos": "\(options.endpos!)", "cdc.head": "\(writer.durable.head)"])
                 return .reachedEndpos
             }
-            if drained { backfill.tick(inTransaction: inTransaction) }
+            if drained {
+                backfill.tick(inTransaction: inTransaction)
+                lastTick = ContinuousClock.now
+                messagesSinceTick = 0
+            }
             if drained, writer.staged != writer.durable || writer.pendingBytes >= options.maxBatchBytes / 4 {
                 try flush(connection)
                 if endposReached { continue }

@@ -252,4 +252,69 @@ import Glibc
         try Self.expectFoldEqualsSource(ws, table: "bf")
         #expect(try Self.fold(ws, table: "bf")[5] == "invisible")
     }
+
+    /// A table keyed by a replica identity index (no primary key) is read by that index; a TRUNCATE
+    /// issued while a chunk's SELECT runs (it waits for the SELECT's lock, and so lands in or after the
+    /// window) and new rows after it: the folded log is the table, the old rows gone.
+    @Test func aReplicaIdentityIndexKeysTheChunksAndATruncateDuringTheBackfillIsExact() throws {
+        let ws = try CDCWorkspace("backfillri", extraSource: "tables = [\"public.facilities\", \"public.bf\"]")
+        defer { ws.tearDown() }
+        try ws.sql("""
+            CREATE TABLE bf (id int NOT NULL, v text);
+            CREATE UNIQUE INDEX bf_id ON bf (id);
+            ALTER TABLE bf REPLICA IDENTITY USING INDEX bf_id;
+            INSERT INTO bf SELECT g, 'v' || g FROM generate_series(1, 300) g;
+            """)
+        try ws.initialize()
+        let run = try ws.startRun()
+        defer { run.killIfRunning() }
+        try poll(what: "cdc run streams") { run.stderr.contains("streaming") }
+        let sent = try ws.cdc(["snapshot", "bf", "--config", ws.configPath, "--chunk-size", "100", "--no-wait",
+                               "--where", "(SELECT pg_sleep(2)) IS NOT NULL"], timeout: 60)
+        #expect(sent.status == 0, "\(sent.stderr)")
+        try poll(what: "the first chunk's SELECT is running", timeout: 30) {
+            try !ws.sql("""
+                SELECT 1 FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'SELECT %pg_sleep(2)%LIMIT 100' AND pid <> pg_backend_pid()
+                """).isEmpty
+        }
+        try ws.sql("TRUNCATE bf")
+        try ws.sql("INSERT INTO bf SELECT g, 'after' || g FROM generate_series(1, 150) g")
+        try poll(what: "the backfill ends: \(run.stderr.suffix(600))", timeout: 60) { run.stderr.contains("backfill done") }
+        try Self.stopAndCatchUp(ws, run)
+        try Self.expectFoldEqualsSource(ws, table: "bf")
+        let lines = run.stderr.split(separator: "\n").filter { $0.contains("cdc.table=public.bf") && $0.contains("[Capture] backfill") }
+        #expect(lines.first?.contains("cdc.rows_read=100") == true, "the first chunk read 100 rows by the index: \(lines)")
+        #expect(try Self.fold(ws, table: "bf")[1] == "after1")
+    }
+
+    /// A table dropped from the publication in the middle of its backfill: the backfill ends with an
+    /// error naming it, which a waiting `cdc snapshot` reports (one line, non-zero), and the log still
+    /// verifies.
+    @Test func aTableLeavingThePublicationMidBackfillEndsItWithAnError() throws {
+        let ws = try CDCWorkspace("backfillleave", extraSource: "tables = [\"public.facilities\", \"public.bf\"]")
+        defer { ws.tearDown() }
+        try ws.sql("""
+            CREATE TABLE bf (id int PRIMARY KEY, v text);
+            INSERT INTO bf SELECT g, 'v' || g FROM generate_series(1, 200) g;
+            """)
+        try ws.initialize()
+        let run = try ws.startRun()
+        defer { run.killIfRunning() }
+        try poll(what: "cdc run streams") { run.stderr.contains("streaming") }
+        let waiting = try ws.start(["snapshot", "bf", "--config", ws.configPath, "--chunk-size", "10",
+                                       "--where", "(SELECT pg_sleep(0.3)) IS NOT NULL"])
+        defer { waiting.killIfRunning() }
+        try poll(what: "three chunks: \(run.stderr.suffix(600))", timeout: 60) { run.stderr.components(separatedBy: "[Capture] backfill chunk\n").count > 3 }
+        try ws.sql("ALTER PUBLICATION \(ws.slot) DROP TABLE bf")
+        let status = waiting.wait(timeout: 60).status
+        #expect(status != 0 && waiting.stderr.contains("left the publication") && waiting.stderr.split(separator: "\n").count == 1,
+                "cdc snapshot: \(status) \(waiting.stderr)")
+        #expect(run.stderr.contains("backfill refused: public.bf left the publication"), "\(run.stderr.suffix(800))")
+        #expect(run.isRunning, "capture goes on")
+        try Self.stopAndCatchUp(ws, run)
+        let verify = try ws.cdc(["log", "verify", "--log", ws.logPath])
+        #expect(verify.status == 0, "cdc log verify: \(verify.stdout) \(verify.stderr)")
+        let status2 = try ws.cdc(["status", "--config", ws.configPath])
+        #expect(status2.stdout.contains("left the publication"), "\(status2.stdout)")
+    }
 }
