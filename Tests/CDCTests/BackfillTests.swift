@@ -64,6 +64,20 @@ import Glibc
         return { done.wait() }
     }
 
+    /// Requests a snapshot of `table` (`cdc snapshot --no-wait`) whose chunk SELECTs each sleep
+    /// `seconds` (a --where), and returns once the first one is running: changes made now fall inside
+    /// its window.
+    static func snapshotHeldOpen(_ ws: CDCWorkspace, table: String, chunkSize: Int, seconds: Int) throws {
+        let sent = try ws.cdc(["snapshot", table, "--config", ws.configPath, "--chunk-size", "\(chunkSize)", "--no-wait",
+                               "--where", "(SELECT pg_sleep(\(seconds))) IS NOT NULL"], timeout: 60)
+        #expect(sent.status == 0, "\(sent.stderr)")
+        try poll(what: "the chunk's SELECT is running", timeout: 30) {
+            try !ws.sql("""
+                SELECT 1 FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'SELECT %pg_sleep(\(seconds))%LIMIT \(chunkSize)' AND pid <> pg_backend_pid()
+                """).isEmpty
+        }
+    }
+
     /// Updates, deletes and inserts in `bf` across its whole key range, one transaction each, until a
     /// row is put in `stop_writer`.
     static let writerLoop = """
@@ -181,14 +195,7 @@ import Glibc
         try ws.sql("SELECT pg_logical_emit_message(true, 'cdc.snapshot.request', '{\"id\": \"forged\", \"tables\": [\"public.bf\"], \"where\": \"pg_sleep(1) IS NULL\"}')")
         try poll(what: "the forged request is ignored") { run.stderr.contains("ignoring a snapshot request not signed") }
 
-        let sent = try ws.cdc(["snapshot", "public.bf", "--config", ws.configPath, "--chunk-size", "1000", "--no-wait",
-                               "--where", "(SELECT pg_sleep(3)) IS NOT NULL"], timeout: 60)
-        #expect(sent.status == 0, "\(sent.stderr)")
-        try poll(what: "the chunk's SELECT is running", timeout: 30) {
-            try !ws.sql("""
-                SELECT 1 FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'SELECT %pg_sleep(3)%LIMIT 1000' AND pid <> pg_backend_pid()
-                """).isEmpty
-        }
+        try Self.snapshotHeldOpen(ws, table: "public.bf", chunkSize: 1000, seconds: 3)
         try ws.sql("UPDATE bf SET v = 'changed' WHERE id = 1")
         try ws.sql("DELETE FROM bf WHERE id = 2")
         // A second request, waited for: it is served after the first.
@@ -269,14 +276,7 @@ import Glibc
         let run = try ws.startRun()
         defer { run.killIfRunning() }
         try poll(what: "cdc run streams") { run.stderr.contains("streaming") }
-        let sent = try ws.cdc(["snapshot", "bf", "--config", ws.configPath, "--chunk-size", "100", "--no-wait",
-                               "--where", "(SELECT pg_sleep(2)) IS NOT NULL"], timeout: 60)
-        #expect(sent.status == 0, "\(sent.stderr)")
-        try poll(what: "the first chunk's SELECT is running", timeout: 30) {
-            try !ws.sql("""
-                SELECT 1 FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'SELECT %pg_sleep(2)%LIMIT 100' AND pid <> pg_backend_pid()
-                """).isEmpty
-        }
+        try Self.snapshotHeldOpen(ws, table: "bf", chunkSize: 100, seconds: 2)
         try ws.sql("TRUNCATE bf")
         try ws.sql("INSERT INTO bf SELECT g, 'after' || g FROM generate_series(1, 150) g")
         try poll(what: "the backfill ends: \(run.stderr.suffix(600))", timeout: 60) { run.stderr.contains("backfill done") }
