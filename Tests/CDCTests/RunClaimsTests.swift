@@ -62,7 +62,9 @@ import Glibc
         try Self.sandbox("start", server)
         #expect(run.waitForLog("streaming", count: 2, timeout: 60), "\(run.stderr)")
         try ws.sql(Fixture.facility("F2"))
-        try poll(what: "F2 captured after the outage") { (try? ws.lastVisibleSeq()) == 9 }
+        try poll(what: "F2 captured after the outage (head \((try? ws.lastVisibleSeq()).map(String.init) ?? "?")): \(run.stderr.suffix(1500))", timeout: 60) {
+            (try? ws.lastVisibleSeq()) == 9
+        }
 
         // After a success the backoff starts over: a new outage waits 0.5 s first again.
         try Self.sandbox("stop", server)

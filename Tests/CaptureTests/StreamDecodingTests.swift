@@ -6,7 +6,7 @@ import Testing
 /// Protocol 2's stream messages, written field by field from "Logical Replication Message Formats"
 /// (PostgreSQL 15): Stream Start/Stop/Commit/Abort, and the xid that change messages carry inside a
 /// stream block. Plus the in-flight bookkeeping of ``StreamedTransactions`` (no server needed).
-@Suite(.timeLimit(.minutes(10))) struct StreamDecodingTests {
+@Suite(.timeLimit(.minutes(15))) struct StreamDecodingTests {
     static let pgEpoch: Int64 = 946_684_800_000_000
 
     @Test func streamStartAndStop() throws {
