@@ -125,7 +125,8 @@ public struct BackfillChunkRecord: Codable, Sendable {
 /// the low watermark is older than the SELECT's snapshot, which sees it, except when its transaction
 /// had written its commit record but was not yet visible (the SELECT's snapshot lists it as in
 /// progress; under synchronous replication it stays so until a standby confirms): such keys are
-/// dropped too, the snapshot read in the SELECT's own REPEATABLE READ transaction.
+/// dropped too, the snapshot read in the SELECT's own REPEATABLE READ transaction, or, when the
+/// transaction was delivered before the chunk started, the chunk is read again once it is visible.
 ///
 /// Only one chunk is in flight, held in memory. Everything runs on the capture thread.
 final class Backfill {
@@ -149,12 +150,22 @@ final class Backfill {
     private var relations: [UInt32: (seq: UInt64, definition: RelationDefinition)] = [:]
     /// Tables already warned about (no usable key), so that the warning is given once per session.
     private var warned: Set<UInt32> = []
-    /// The xids of the last transactions the stream delivered committed (a ring of
-    /// ``recentCapacity``): a chunk whose snapshot lists one of them as in progress is read later.
-    private var recent: Set<UInt32> = []
+    /// The last transactions the stream delivered committed (a ring of ``recentCapacity``), with the
+    /// tables they changed: a chunk whose snapshot lists one that changed its table as in progress is
+    /// read later (see ``startChunk()``).
+    private var recent: [UInt32: Touched] = [:]
     private var recentOrder: [UInt32] = []
     private var recentNext = 0
+    /// The newest xid the ring has forgotten (nil while it never did).
+    private var forgottenNewest: UInt32?
     static let recentCapacity = 65536
+    /// The tables changed by the transaction being written so far.
+    private var transactionTables: [UInt32] = []
+    enum Touched {
+        case tables([UInt32])
+        /// Not written (already in the log, or from a filtered origin): which tables it changed is unknown.
+        case unknown
+    }
     /// No chunk starts before this instant (a deferred chunk waits a little).
     private var notBefore: ContinuousClock.Instant?
     private let enabled: Bool
@@ -228,6 +239,7 @@ final class Backfill {
         sql = nil
         lastCheck = nil
         relations = [:]
+        transactionTables = []
     }
 
     /// True when a change of `oid` by transaction `xid` may be newer than the chunk's rows: inside the
@@ -245,6 +257,7 @@ final class Backfill {
     /// A row change of `oid` by transaction `xid`, being written (`tuple` and `other`: new and old tuple).
     @inline(__always)
     func changed(_ oid: UInt32, xid: UInt32, _ tuple: PgOutputMessage.Tuple, _ other: PgOutputMessage.Tuple? = nil) {
+        if transactionTables.last != oid { transactionTables.append(oid) }
         guard newerThanChunk(oid, xid: xid) else { return }
         for t in [tuple, other] {
             guard let t, let key = Self.key(t, chunk!.keyColumns) else { continue }
@@ -258,22 +271,29 @@ final class Backfill {
         return written
     }
 
-    /// A transaction the stream delivered committed (written, skipped or filtered).
+    /// A transaction the stream delivered committed: `written` to the log (its changes went through
+    /// ``changed(_:xid:_:_:)``), or not (skipped as already logged, or filtered by origin).
     @inline(__always)
-    func committed(xid: UInt32) {
-        guard enabled, !recent.contains(xid) else { return }
-        if recentOrder.count < Self.recentCapacity {
-            recentOrder.append(xid)
-        } else {
-            recent.remove(recentOrder[recentNext])
-            recentOrder[recentNext] = xid
-            recentNext = (recentNext + 1) % Self.recentCapacity
+    func committed(xid: UInt32, written: Bool) {
+        defer { transactionTables.removeAll(keepingCapacity: true) }
+        guard enabled else { return }
+        if recent[xid] == nil {
+            if recentOrder.count < Self.recentCapacity {
+                recentOrder.append(xid)
+            } else {
+                let old = recentOrder[recentNext]
+                recent[old] = nil
+                if forgottenNewest.map({ Int32(bitPattern: old &- $0) > 0 }) ?? true { forgottenNewest = old }
+                recentOrder[recentNext] = xid
+                recentNext = (recentNext + 1) % Self.recentCapacity
+            }
         }
-        recent.insert(xid)
+        recent[xid] = written ? .tables(transactionTables) : .unknown
     }
 
     /// A truncate by transaction `xid`, being written.
     func truncated(_ oids: [UInt32], xid: UInt32) {
+        transactionTables += oids
         guard let oid = chunk?.oid, oids.contains(oid), newerThanChunk(oid, xid: xid) else { return }
         chunk!.truncated = true
     }
@@ -513,13 +533,24 @@ final class Backfill {
                 throw CaptureError.protocolViolation("pg_current_snapshot() returned \(text), not xmin:xmax:xip")
             }
             c.snapshot = snapshot
-            // A transaction that wrote its commit record (the stream delivered it, or the commit log
-            // says so) but that this snapshot does not see yet: the rows it changed would be read in
-            // their older state after its events. Read the chunk again once it is visible.
-            var unseen = snapshot.inProgress.filter { recent.contains($0) }
-            if unseen.isEmpty, !snapshot.inProgress.isEmpty {
+            // A transaction the stream delivered committed, which changed this table, but that this
+            // snapshot does not see yet: the rows it changed would be read in their older state and
+            // written after its events. Read the chunk again once it is visible. (One the stream has
+            // not delivered yet is handled as it arrives: before the low watermark by its keys, see
+            // newerThanChunk, after it by the window.)
+            var unseen = snapshot.inProgress.filter { xid in
+                switch recent[xid] {
+                case .unknown: return true
+                case .tables(let tables): return tables.contains(job.oid)
+                case nil: return false
+                }
+            }
+            // Committed in the commit log and not in the ring: not delivered yet, or delivered so long
+            // ago that the ring forgot it (xids at or before the newest it forgot are taken as such).
+            if unseen.isEmpty, let forgottenNewest, !snapshot.inProgress.isEmpty {
                 let committed = try sql.query("SELECT x::text FROM unnest(pg_snapshot_xip(pg_current_snapshot())) x WHERE pg_xact_status(x) = 'committed'")
-                unseen = Set((0..<committed.rowCount).compactMap { committed.value($0, 0).flatMap(UInt64.init).map { UInt32(truncatingIfNeeded: $0) } })
+                unseen = Set((0..<committed.rowCount).compactMap { committed.value($0, 0).flatMap(UInt64.init).map { UInt32(truncatingIfNeeded: $0) } }
+                    .filter { recent[$0] == nil && Int32(bitPattern: $0 &- forgottenNewest) <= 0 })
             }
             if !unseen.isEmpty {
                 _ = try? sql.execute("ROLLBACK")

@@ -647,7 +647,7 @@ public final class CaptureStream {
             guard commitLSN == txnLSN else {
                 throw CaptureError.protocolViolation("COMMIT at \(commitLSN) for a transaction announced at \(txnLSN)")
             }
-            backfill.committed(xid: txnXid)
+            backfill.committed(xid: txnXid, written: !skipping && !txnFromOtherOrigin)
             if skipping {
                 transactionsSkipped += 1
                 return
