@@ -159,8 +159,10 @@ final class Backfill {
     /// The newest xid the ring has forgotten (nil while it never did).
     private var forgottenNewest: UInt32?
     static let recentCapacity = 65536
-    /// The tables changed by the transaction being written so far.
+    /// The tables changed by the transaction being written so far, each once; past
+    /// ``maxTrackedTables`` the transaction counts as changing every table (bounded work per row).
     private var transactionTables: [UInt32] = []
+    static let maxTrackedTables = 64
     enum Touched {
         case tables([UInt32])
         /// Not written (already in the log, or from a filtered origin): which tables it changed is unknown.
@@ -257,7 +259,7 @@ final class Backfill {
     /// A row change of `oid` by transaction `xid`, being written (`tuple` and `other`: new and old tuple).
     @inline(__always)
     func changed(_ oid: UInt32, xid: UInt32, _ tuple: PgOutputMessage.Tuple, _ other: PgOutputMessage.Tuple? = nil) {
-        if transactionTables.last != oid { transactionTables.append(oid) }
+        if transactionTables.last != oid { noteTable(oid) }
         guard newerThanChunk(oid, xid: xid) else { return }
         for t in [tuple, other] {
             guard let t, let key = Self.key(t, chunk!.keyColumns) else { continue }
@@ -269,6 +271,11 @@ final class Backfill {
     func takeWritten() -> [(relationSeq: UInt64, table: String, rows: Int)] {
         defer { written.removeAll() }
         return written
+    }
+
+    @inline(__always)
+    private func noteTable(_ oid: UInt32) {
+        if transactionTables.count <= Self.maxTrackedTables, !transactionTables.contains(oid) { transactionTables.append(oid) }
     }
 
     /// A transaction the stream delivered committed: `written` to the log (its changes went through
@@ -288,12 +295,12 @@ final class Backfill {
                 recentNext = (recentNext + 1) % Self.recentCapacity
             }
         }
-        recent[xid] = written ? .tables(transactionTables) : .unknown
+        recent[xid] = written && transactionTables.count <= Self.maxTrackedTables ? .tables(transactionTables) : .unknown
     }
 
     /// A truncate by transaction `xid`, being written.
     func truncated(_ oids: [UInt32], xid: UInt32) {
-        transactionTables += oids
+        for table in oids { noteTable(table) }
         guard let oid = chunk?.oid, oids.contains(oid), newerThanChunk(oid, xid: xid) else { return }
         chunk!.truncated = true
     }
