@@ -232,6 +232,30 @@ import TestSupport
     }
 
     /// `streaming = false`: protocol 1, the server spills the big transaction instead of streaming it.
+    /// On a server left at the default `logical_decoding_work_mem` (64 MB), a transaction of some
+    /// 12 MB of decoded changes still streams while it runs: cdc's walsender session asks for 4 MB, so
+    /// a huge transaction's tail does not wait for its commit in the server's memory.
+    @Test func cdcsSessionStreamsBelowTheServersDefaultDecodingMemory() throws {
+        let ws = try CDCWorkspace("stream_session_mem")
+        defer { ws.tearDown() }
+        let setting = try ws.sql("SHOW logical_decoding_work_mem").first?[0]
+        #expect(setting == "64MB", "the shared test server keeps PostgreSQL's default")
+        try ws.sql("CREATE TABLE big (id int PRIMARY KEY, part text NOT NULL, payload text)")
+        try ws.initialize()
+        let run = try ws.startRun()
+        defer { run.killIfRunning() }
+        let a = try ws.server.connect(database: ws.database)
+        try a.execute("BEGIN")
+        try a.execute("INSERT INTO big SELECT g, 'm', repeat(md5(g::text), 3) FROM generate_series(1, 40000) g")
+        try a.execute("COMMIT")
+        try poll(what: "the transaction in the log") { try ws.rowEvents(table: "big").count == 40000 }
+        let stats = try ws.sql("SELECT stream_txns, spill_txns FROM pg_stat_replication_slots WHERE slot_name = '\(ws.slot)'").first
+        #expect(Int(stats?[0] ?? "0") ?? 0 >= 1, "the server streamed the transaction while it ran")
+        #expect(stats?[1] == "0", "and spilled nothing")
+        run.send(SIGTERM)
+        #expect(run.wait().status == 0, "\(run.stderr.suffix(2000))")
+    }
+
     @Test func streamingFalseUsesProtocolOne() throws {
         let f = try Fixture("stream_off", extraSource: "streaming = false")
         defer { f.tearDown() }
