@@ -2,7 +2,8 @@
 import PackageDescription
 
 // One module per concern:
-//   CLibPQ, CLMDB  - C bindings (system libraries, no vendored sources)
+//   CLibPQ, CLMDB, COpenSSL - C bindings (system libraries, no vendored sources; OpenSSL's libcrypto
+//                    for the Merkle tree's SHA-256 only)
 //   PGClient       - a small, typed Swift wrapper over libpq (queries, COPY, replication CopyBoth)
 //   EventLog       - the append-only LMDB event log: record format, writer, readers, JSONL export
 //   Lifecycle      - the service lifecycle: stop signal, backoff, dedicated threads, loop health
@@ -38,13 +39,18 @@ let package = Package(
             pkgConfig: "lmdb",
             providers: [.apt(["liblmdb-dev"])]
         ),
+        .systemLibrary(
+            name: "COpenSSL",
+            pkgConfig: "libcrypto",
+            providers: [.apt(["libssl-dev"])]
+        ),
         .target(
             name: "PGClient",
             dependencies: ["CLibPQ"]
         ),
         .target(
             name: "EventLog",
-            dependencies: ["CLMDB", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: ["CLMDB", "COpenSSL", .product(name: "Crypto", package: "swift-crypto")]
         ),
         .target(
             name: "Lifecycle",
