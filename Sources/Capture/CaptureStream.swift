@@ -686,9 +686,9 @@ public final class CaptureStream {
             try commitStreamed(xid: xid, flags: flags, commitLSN: commitLSN, endLSN: endLSN, commitTime: time)
         case .streamAbort(let xid, let subxid):
             guard !inTransaction, streamed.blockXid == nil else { throw CaptureError.protocolViolation("Stream Abort inside a transaction or stream block") }
-            let wasOpen = streamed.isOpen(xid)
+            let counted = streamed.hasChanges(xid)
             try retryingStorage(activeConnection) { try streamed.abort(xid: xid, subxid: subxid) }
-            if wasOpen, !streamed.isOpen(xid) { metrics.streamAborted.increment() }
+            if counted, !streamed.isOpen(xid) { metrics.streamAborted.increment() }
             metrics.streamOpen.record(streamed.openCount)
         case .origin(let originLSN, let name):
             // Sent right after Begin, before any change, by a transaction that logical replication

@@ -45,8 +45,14 @@ final class StreamedTransactions {
         self.memoryLimit = memoryLimit
     }
 
-    /// Transactions streamed and not yet committed or aborted.
-    var openCount: Int { open.count }
+    /// Transactions streamed with at least one message and not yet committed or aborted (the metrics'
+    /// count). The server also streams, to every slot, catalog-only transactions of other databases on
+    /// it whose invalidations pass the memory limit (a big DDL transaction elsewhere): their stream
+    /// blocks are empty, and they are not counted.
+    var openCount: Int { open.values.filter { $0.changes > 0 }.count }
+
+    /// True when `xid` is open and sent at least one message.
+    func hasChanges(_ xid: UInt32) -> Bool { (open[xid]?.changes ?? 0) > 0 }
 
     /// Forgets everything (the start of a replication session): the server sends every unfinished
     /// transaction again from its first change. The store is created at the first session.
@@ -266,8 +272,9 @@ extension CaptureStream {
         if inTransaction {
             try handle(.commit(flags: flags, commitLSN: commitLSN, endLSN: endLSN, commitTime: commitTime))
         }
+        let counted = streamed.hasChanges(xid)
         try retryingStorage(activeConnection) { try streamed.finish(xid: xid) }
-        metrics.streamCommitted.increment()
+        if counted { metrics.streamCommitted.increment() }
         metrics.streamOpen.record(streamed.openCount)
     }
 }

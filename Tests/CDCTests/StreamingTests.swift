@@ -104,7 +104,12 @@ import TestSupport
         try f.insert(a, from: 1, count: 4000, part: "t")
         try a.execute("UPDATE big SET payload = 'changed' WHERE id % 100 = 0")
         try a.execute("DELETE FROM big WHERE id % 250 = 0")
+        // A big DDL transaction in another database, rolled back: the server streams its catalog
+        // invalidations to every slot as empty blocks, which are neither open nor aborted for cdc.
+        let streamedBefore = try f.slotStats().streamed
+        try f.ws.server.execute("BEGIN; " + (1...300).map { "CREATE TABLE elsewhere_\($0) (a int, b text);" }.joined() + " ROLLBACK", database: "postgres")
         try f.waitUntilReceived("the open transaction's stream blocks")
+        #expect(try f.slotStats().streamed >= streamedBefore + 1, "the server streamed the other database's transaction to this slot too")
         #expect(try f.slotStats().streamed >= 1, "the server streamed the open transaction")
         #expect(try f.logged() == 0, "nothing of the open transaction is in the log")
         #expect(ServiceTests.scrape(port).metrics.value("cdc_stream_open_transactions") == 1)
