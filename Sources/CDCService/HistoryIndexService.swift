@@ -52,6 +52,10 @@ public struct HistoryIndexService: Service, CustomStringConvertible {
                     index = try HistoryIndex.open(log: try EventLog.openForReading(path: logPath))
                     if index == nil || index!.readOnly {
                         logger.warning("history index not writable: cdc log history will read the log", metadata: ["cdc.log": "\(logPath)"])
+                        // Idle until cdc stops, not done: a service of the group that returns ends
+                        // `cdc run` ("a service has finished unexpectedly"), which on a read-only log
+                        // could beat capture's own one-line error about it.
+                        while !stop.isStopped { stop.sleep(seconds: 1, health: health) }
                         return
                     }
                 }
