@@ -154,22 +154,15 @@ public final class EventLogWriter: @unchecked Sendable {
         // Leaf hashes, and the frontier at the new head, are computed once, outside the retry loop.
         var frontier = writtenFrontier
         var headFrontier = target.head == durable.head ? durableFrontier : nil
-        var leafHashes = [Hash](repeating: [], count: writeCount)
+        var leafHashes: [Hash] = []
+        leafHashes.reserveCapacity(writeCount)
         var nodeHashes: [(key: [UInt8], hash: Hash)] = []
         arena.bytes.withUnsafeBytes { all in
-            // Leaves are independent: a big batch (a huge transaction's chunk) hashes them on both
-            // cores, each slice into its own part of leafHashes; the frontier then folds them in order.
-            offsets.withUnsafeBufferPointer { starts in
-                leafHashes.withUnsafeMutableBufferPointer { out in
-                    nonisolated(unsafe) let (all, starts, out) = (all, starts, out)
-                    let slices = writeCount >= 8192 ? 2 : 1
-                    DispatchQueue.concurrentPerform(iterations: slices) { slice in
-                        for i in (slice * writeCount / slices)..<((slice + 1) * writeCount / slices) {
-                            let end = i + 1 < writeCount ? starts[i + 1] : writeEnd
-                            out[i] = MerkleFrontier.leafHash(UnsafeRawBufferPointer(rebasing: all[starts[i]..<end]))
-                        }
-                    }
-                }
+            // On this thread only: hashing the leaves on both cores was tried, and a 2-CPU CI run then
+            // saw the projector stall for 10 s while a huge transaction was written (suspected starvation).
+            for i in 0..<writeCount {
+                let end = i + 1 < writeCount ? offsets[i + 1] : writeEnd
+                leafHashes.append(MerkleFrontier.leafHash(UnsafeRawBufferPointer(rebasing: all[offsets[i]..<end])))
             }
             for i in 0..<writeCount {
                 let leaf = leafHashes[i]
