@@ -158,14 +158,11 @@ public final class EventLogWriter: @unchecked Sendable {
         leafHashes.reserveCapacity(writeCount)
         var nodeHashes: [(key: [UInt8], hash: Hash)] = []
         arena.bytes.withUnsafeBytes { all in
-            // On this thread only: hashing the leaves on both cores was tried, and a 2-CPU CI run then
-            // saw the projector stall for 10 s while a huge transaction was written (suspected starvation).
             for i in 0..<writeCount {
                 let end = i + 1 < writeCount ? offsets[i + 1] : writeEnd
-                leafHashes.append(MerkleFrontier.leafHash(UnsafeRawBufferPointer(rebasing: all[offsets[i]..<end])))
-            }
-            for i in 0..<writeCount {
-                let leaf = leafHashes[i]
+                let record = UnsafeRawBufferPointer(rebasing: all[offsets[i]..<end])
+                let leaf = MerkleFrontier.leafHash(record)
+                leafHashes.append(leaf)
                 let seq = first + UInt64(i)
                 frontier.append(leaf: leaf) { height, hash in
                     if height >= MerkleNodes.minimumHeight { nodeHashes.append((MerkleNodes.key(endSeq: seq, height: height), hash)) }
