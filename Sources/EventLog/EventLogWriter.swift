@@ -154,14 +154,13 @@ public final class EventLogWriter: @unchecked Sendable {
         // Leaf hashes, and the frontier at the new head, are computed once, outside the retry loop.
         var frontier = writtenFrontier
         var headFrontier = target.head == durable.head ? durableFrontier : nil
-        var leafHashes: [Hash] = []
+        var leafHashes: [MerkleHash] = []
         leafHashes.reserveCapacity(writeCount)
-        var nodeHashes: [(key: [UInt8], hash: Hash)] = []
+        var nodeHashes: [(key: [UInt8], hash: MerkleHash)] = []
         arena.bytes.withUnsafeBytes { all in
             for i in 0..<writeCount {
                 let end = i + 1 < writeCount ? offsets[i + 1] : writeEnd
-                let record = UnsafeRawBufferPointer(rebasing: all[offsets[i]..<end])
-                let leaf = MerkleFrontier.leafHash(record)
+                let leaf = MerkleFrontier.leaf(UnsafeRawBufferPointer(rebasing: all[offsets[i]..<end]))
                 leafHashes.append(leaf)
                 let seq = first + UInt64(i)
                 frontier.append(leaf: leaf) { height, hash in
@@ -180,13 +179,15 @@ public final class EventLogWriter: @unchecked Sendable {
                         for i in 0..<writeCount {
                             let start = offsets[i]
                             let end = i + 1 < writeCount ? offsets[i + 1] : writeEnd
-                            let key = keyBytes(first + UInt64(i))
-                            try txn.put(log.events, key: key, value: UnsafeRawBufferPointer(rebasing: all[start..<end]), append: true)
-                            try txn.put(log.leaves, key: key, value: leafHashes[i], append: true)
+                            let seq = first + UInt64(i)
+                            try txn.put(log.events, seq: seq, value: UnsafeRawBufferPointer(rebasing: all[start..<end]), append: true)
+                            try leafHashes[i].withUnsafeBytes { try txn.put(log.leaves, seq: seq, value: $0, append: true) }
                         }
                     }
                     if let nodes = log.nodes {
-                        for node in nodeHashes { try txn.put(nodes, key: node.key, value: node.hash, append: true) }
+                        for node in nodeHashes {
+                            try node.hash.withUnsafeBytes { try txn.put(nodes, key: node.key, value: $0, append: true) }
+                        }
                     }
                     for (oid, seq) in relations {
                         try txn.put(log.relations, key: keyBytes(oid), value: keyBytes(seq))

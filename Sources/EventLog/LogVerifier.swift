@@ -229,6 +229,7 @@ extension EventLog {
 
     func scanLeaves(upTo last: UInt64, _ body: (UInt64, Hash) throws -> Void) throws {
         try batchedScan(leaves, from: 1, batch: 20000, last: { _ in last }) { _, seq, value in
+            guard value.count == 32 else { throw VerificationFailure(seq: seq, reason: "the stored leaf hash is \(value.count) bytes, not 32") }
             try body(seq, Array(value))
             return true
         }

@@ -74,6 +74,20 @@ import TestSupport
         #expect(result.stderr.contains("seq 10:") && result.stderr.contains("missing"), "\(result.stderr)")
     }
 
+    /// Leaves before `--from` are taken as stored and folded into the tree without their records: one
+    /// of the wrong length (a damaged file) is named, not a crash of the verifier.
+    @Test func storedLeafOfTheWrongLengthIsNamed() throws {
+        let ws = try makeLog("verifyleaflen")
+        defer { ws.tearDown() }
+        try tamper(ws) { txn, db in
+            let leaf = try value(txn, db.leaves, 2)
+            try txn.put(db.leaves, key: keyBytes(UInt64(2)), value: Array(leaf.dropLast()))
+        }
+        let result = try verify(ws, ["--from", "5"])
+        #expect(result.status == 1, "README: verify exits 1 naming the first bad record; got \(result.status): \(result.stderr)")
+        #expect(result.stderr.contains("seq 2:") && result.stderr.contains("31 bytes, not 32"), "\(result.stderr)")
+    }
+
     @Test func reorderedPairIsCaughtAndLocated() throws {
         let ws = try makeLog("verifyswap")
         defer { ws.tearDown() }

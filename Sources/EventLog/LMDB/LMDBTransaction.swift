@@ -18,11 +18,21 @@ public struct LMDBTransaction {
 
     /// Stores `value` under `key`. With `append`, the key must sort after every key already stored.
     public func put(_ db: LMDBDatabase, key: [UInt8], value: UnsafeRawBufferPointer, append: Bool = false) throws {
-        try key.withUnsafeBytes { keyBytes in
-            var k = MDB_val(mv_size: keyBytes.count, mv_data: UnsafeMutableRawPointer(mutating: keyBytes.baseAddress))
-            var v = MDB_val(mv_size: value.count, mv_data: UnsafeMutableRawPointer(mutating: value.baseAddress))
-            try LMDBError.check(mdb_put(txn, db.dbi, &k, &v, append ? UInt32(MDB_APPEND) : 0), "mdb_put(\(db.name))")
-        }
+        try key.withUnsafeBytes { try put(db, key: $0, value: value, append: append) }
+    }
+
+    /// Stores `value` under `key` (both only read during the call).
+    @inline(__always)
+    public func put(_ db: LMDBDatabase, key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, append: Bool = false) throws {
+        var k = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
+        var v = MDB_val(mv_size: value.count, mv_data: UnsafeMutableRawPointer(mutating: value.baseAddress))
+        try LMDBError.check(mdb_put(txn, db.dbi, &k, &v, append ? UInt32(MDB_APPEND) : 0), "mdb_put(\(db.name))")
+    }
+
+    /// Stores `value` under the 8-byte big-endian key of `key` (a sequence number), with no allocation.
+    @inline(__always)
+    public func put(_ db: LMDBDatabase, seq key: UInt64, value: UnsafeRawBufferPointer, append: Bool = false) throws {
+        try withUnsafeBytes(of: key.bigEndian) { try put(db, key: $0, value: value, append: append) }
     }
 
     /// Stores `value` under `key`.
@@ -85,7 +95,7 @@ public struct LMDBTransaction {
         var v = MDB_val()
         var code: Int32
         var startKey = from ?? []
-        code = try startKey.withUnsafeMutableBytes { bytes in
+        code = startKey.withUnsafeMutableBytes { bytes in
             if from != nil {
                 k = MDB_val(mv_size: bytes.count, mv_data: bytes.baseAddress)
                 return mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE)
