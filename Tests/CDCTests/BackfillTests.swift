@@ -213,17 +213,20 @@ import Glibc
     /// standby that never answers, the committing session waits, invisible, for as long as it is
     /// absent. The chunk would read the row's older state and, written after the stream's update, win.
     /// The chunk's snapshot lists that transaction as in progress: the chunk is read again once the
-    /// transaction is visible.
+    /// transaction is visible. Then the same with a transaction that changed 65 other tables before bf:
+    /// past the 64 tables cdc tracks per transaction, it counts as changing every table.
     @Test func aChangeCommittedButNotYetVisibleBeforeTheLowWatermarkWinsOverTheChunk() throws {
         let server = try PostgresServer.start(name: "syncrep")
         defer { server.destroy() }
-        let ws = try CDCWorkspace("backfillsync", server: server, extraSource: "tables = [\"public.facilities\", \"public.bf\", \"public.other\"]")
+        let wide = (1...65).map { "w\($0)" }
+        let tables = (["facilities", "bf", "other"] + wide).map { "\"public.\($0)\"" }.joined(separator: ", ")
+        let ws = try CDCWorkspace("backfillsync", server: server, extraSource: "tables = [\(tables)]")
         defer { ws.tearDown() }
         try ws.sql("""
             CREATE TABLE bf (id int PRIMARY KEY, v text);
             INSERT INTO bf SELECT g, 'v' || g FROM generate_series(1, 100) g;
             CREATE TABLE other (id int PRIMARY KEY);
-            """)
+            """ + wide.map { "CREATE TABLE \($0) (id int PRIMARY KEY);" }.joined())
         try ws.initialize()
         let run = try ws.startRun()
         defer { run.killIfRunning() }
@@ -266,9 +269,37 @@ import Glibc
         try poll(what: "the backfill ends once the transaction is visible: \(run.stderr.suffix(600))", timeout: 30) {
             run.stderr.components(separatedBy: "backfill done").count == 3
         }
+
+        // A transaction of 66 tables, bf last, committed and not yet visible.
+        try server.execute("ALTER SYSTEM SET synchronous_standby_names = 'nobody'")
+        try server.execute("SELECT pg_reload_conf()")
+        released = false
+        try poll(what: "a new session waits for the standby 'nobody'") {
+            try server.execute("SHOW synchronous_standby_names")[0][0] == "nobody"
+        }
+        let deferredBefore = run.stderr.components(separatedBy: "backfill chunk deferred").count
+        let wideUpdate = Self.background(ws, "SET synchronous_commit = on; BEGIN; "
+                                         + wide.map { "INSERT INTO \($0) VALUES (1);" }.joined()
+                                         + "UPDATE bf SET v = 'wide' WHERE id = 7; COMMIT")
+        try poll(what: "the 66-table transaction reaches the log: \(run.stderr.suffix(400))") {
+            try ws.rowEvents(table: "bf").contains { ($0["after"] as? [String: Any])?["v"] as? String == "wide" }
+        }
+        #expect(try ws.sql("SELECT v FROM bf WHERE id = 7")[0][0] == "v7", "the committing transaction is not yet visible")
+        let third = try ws.cdc(["snapshot", "bf", "--config", ws.configPath, "--no-wait"], timeout: 60)
+        #expect(third.status == 0, "\(third.stderr)")
+        try poll(what: "the chunk is deferred for the 66-table transaction: \(run.stderr.suffix(600))", timeout: 30) {
+            run.stderr.components(separatedBy: "backfill chunk deferred").count > deferredBefore
+        }
+        #expect(run.stderr.components(separatedBy: "backfill done").count == 3, "the third snapshot waits")
+        try release()
+        wideUpdate()
+        try poll(what: "the third backfill ends once the transaction is visible: \(run.stderr.suffix(600))", timeout: 30) {
+            run.stderr.components(separatedBy: "backfill done").count == 4
+        }
         try Self.stopAndCatchUp(ws, run)
         try Self.expectFoldEqualsSource(ws, table: "bf")
         #expect(try Self.fold(ws, table: "bf")[5] == "invisible")
+        #expect(try Self.fold(ws, table: "bf")[7] == "wide")
     }
 
     /// A table keyed by a replica identity index (no primary key) is read by that index; a TRUNCATE
