@@ -1,0 +1,172 @@
+"""bench-report/: results.json (everything measured), report.md (the figures) and the PNG charts,
+rendered offline with matplotlib's Agg backend."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def write(out: Path, results: dict) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    m = results["machine"]
+    lines = [
+        "# cdc benchmarks",
+        "",
+        f"Run {m['date']}, commit `{m['commit']}`, {m['cpus']} CPUs ({m['cpu_model']}), {m['memory_mib']:,} MiB,",
+        f"Linux {m['kernel']}, PostgreSQL {results.get('postgres', '?')} (fsync on), load average at start "
+        f"{' '.join(f'{x:.2f}' for x in m['load_average'])}. Command: `{results['command']}`.",
+        "Every comparison is against its reference measured in the same run on the same machine: read the",
+        "ratios, not the absolute times (these machines are shared).",
+        "",
+    ]
+    if "capture" in results:
+        lines += capture_section(out, results["capture"])
+    if "freshness" in results:
+        lines += freshness_section(out, results["freshness"])
+    if "replay" in results:
+        lines += replay_section(out, results["replay"])
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def capture_section(out: Path, c: dict) -> list[str]:
+    lines = [
+        "## Capture: draining a backlog, cdc against pg_recvlogical",
+        "",
+        "`cdc run --no-project --endpos` and `pg_recvlogical --start --endpos` (pgoutput protocol 1, its default",
+        f"fsync every 10 s and at exit) drain the same backlog from their own slots; median of {c['reps']}",
+        "alternating runs. cdc writes every change durably (LMDB commit with fdatasync) into the hashed log.",
+        "",
+        "| backlog | row changes | transactions | cdc s | pg_recvlogical s | cdc / pg_recvlogical | cdc rows/s "
+        "| cdc CPU s | pg_recvlogical CPU s | cdc peak RSS MiB | pg_recvlogical peak RSS MiB | log B/change (data.mdb) | log B/change (records) | pgoutput B/change |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in c["shapes"]:
+        lines.append(
+            f"| {s['shape']} | {s['row_changes']:,} | {s['transactions']:,} | {s['cdc']['median_s']:.2f} "
+            f"| {s['pg_recvlogical']['median_s']:.2f} | **{s['ratio_cdc_over_pgr']:.2f}** | {s['cdc']['rows_per_s']:,} "
+            f"| {s['cdc']['median_cpu_s']:.2f} | {s['pg_recvlogical']['median_cpu_s']:.2f} | {fmt(s['cdc']['peak_rss_mib'])} | {fmt(s['pg_recvlogical']['peak_rss_mib'])} "
+            f"| {fmt(s['log_file_bytes_per_change'])} | {fmt(s['log_record_bytes_per_change'])} "
+            f"| {fmt(s['pgoutput_bytes_per_change'])} |")
+    lines += ["", "![capture](capture.png)", ""]
+    figure, axes = plt.subplots(1, len(c["shapes"]), figsize=(4 * len(c["shapes"]), 3.2), squeeze=False)
+    for ax, s in zip(axes[0], c["shapes"]):
+        walls = [[r["wall_s"] for r in s[who]["runs"]] for who in ("cdc", "pg_recvlogical")]
+        ax.bar(["cdc", "pg_recvlogical"], [s["cdc"]["median_s"], s["pg_recvlogical"]["median_s"]],
+               color=["#3b6ea5", "#999999"])
+        for i, w in enumerate(walls):
+            ax.plot([i] * len(w), w, "k.", markersize=4)
+        ax.set_title(f"{s['shape']}: {s['row_changes']:,} row changes", fontsize=9)
+        ax.set_ylabel("seconds to drain (median, dots: runs)", fontsize=8)
+        ax.tick_params(labelsize=8)
+    figure.tight_layout()
+    figure.savefig(out / "capture.png", dpi=110)
+    plt.close(figure)
+    return lines
+
+
+def freshness_section(out: Path, f: dict) -> list[str]:
+    lines = [
+        "## Freshness: source commit to visible in dw.fact_procedures",
+        "",
+        "`cdc run` (capture and projection) live; pgbench (tools/workload, the OLTP mix) commits at each rate for",
+        f"{f['duration_s']} s; the warehouse is polled every {f['poll_ms']} ms (the figures are upper bounds within one",
+        "poll; every source transaction that inserted a procedure is measured).",
+        "",
+        "| rate | source tx/s | transactions measured | p50 ms | p90 ms | p99 ms | max ms | mean ms | lower bound p99 ms | catch-up after load s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in f["phases"]:
+        m, lb = p["freshness_ms"], p["freshness_ms_lower_bound"]
+        lines.append(f"| {label(p)} | {fmt(p['workload_tps'])} | {p['measured']:,} | {fmt(m['p50'], '.1f')} | {fmt(m['p90'], '.1f')} "
+                     f"| **{fmt(m['p99'], '.1f')}** | {fmt(m['max'], '.1f')} | {fmt(m['mean'], '.1f')} | {fmt(lb['p99'], '.1f')} "
+                     f"| {p['catch_up_after_workload_s']:.2f} |")
+    lines += ["", "![freshness over time](freshness-time.png)", "", "![freshness distribution](freshness-cdf.png)", ""]
+    figure, axes = plt.subplots(len(f["phases"]), 1, figsize=(8, 2.2 * len(f["phases"])), squeeze=False, sharex=True)
+    for ax, p in zip(axes[:, 0], f["phases"]):
+        xs, ys = zip(*p["series"]) if p["series"] else ([], [])
+        ax.plot(xs, ys, ".", markersize=2, color="#3b6ea5")
+        ax.set_yscale("log")
+        ax.set_ylabel("ms", fontsize=8)
+        ax.set_title(f"{label(p)} ({fmt(p['workload_tps'])} tx/s): commit to visible, per transaction", fontsize=9)
+        ax.tick_params(labelsize=8)
+    axes[-1, 0].set_xlabel("seconds into the phase (source commit time)", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(out / "freshness-time.png", dpi=110)
+    plt.close(figure)
+    figure, ax = plt.subplots(figsize=(6, 3.5))
+    for p in f["phases"]:
+        ys = sorted(y for _, y in p["series"])
+        ax.plot(ys, [(i + 1) / len(ys) for i in range(len(ys))], label=f"{label(p)} ({fmt(p['workload_tps'])} tx/s)")
+    ax.set_xscale("log")
+    ax.set_xlabel("commit to visible in dw.fact_procedures, ms", fontsize=8)
+    ax.set_ylabel("fraction of transactions", fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.tick_params(labelsize=8)
+    figure.tight_layout()
+    figure.savefig(out / "freshness-cdf.png", dpi=110)
+    plt.close(figure)
+    return lines
+
+
+def replay_section(out: Path, r: dict) -> list[str]:
+    log, c = r["log"], r["checks"]
+    lines = [
+        "## Replay: rebuilding the warehouse from the log",
+        "",
+        f"A log of {log['records']:,} records ({log['transactions']:,} transactions; built by pgbench with the OLTP mix and",
+        "`cdc run --no-project`), rebuilt into a new schema by `cdc replay`, against the seeds' daily batch (full reload",
+        "from the source tables through CSV staging) and against the physical limit (the final rows of the replayed",
+        "schema COPYed into empty tables, the same indexes built at the end). Median of "
+        f"{len(r['replay']['runs'])} alternating runs, each after a CHECKPOINT.",
+        "",
+        "| | seconds | rows or events | per second | replay / this |",
+        "|---|---:|---:|---:|---:|",
+        f"| `cdc replay` | {r['replay']['median_s']:.2f} | {log['records']:,} events | {r['replay']['events_per_s']:,} events/s | 1.00 |",
+        f"| seeds' full reload | {r['reload']['median_s']:.2f} | {r['reload']['rows']:,} rows | "
+        f"{round(r['reload']['rows'] / r['reload']['median_s']):,} rows/s | **{r['ratio_replay_over_reload']:.2f}** |",
+        f"| physical limit (COPY + {r['physical']['indexes']} indexes) | {r['physical']['median_s']:.2f} | {r['physical']['rows']:,} rows "
+        f"| {round(r['physical']['rows'] / r['physical']['median_s']):,} rows/s | **{r['ratio_replay_over_physical']:.2f}** |",
+        "",
+        f"Peak RSS of `cdc replay`: {fmt(r['replay']['peak_rss_mib'])} MiB. Checks: replay = source "
+        f"{yes(c['replay_vs_source']['equal'])}, reload = source {yes(c['reload_vs_source']['equal'])}, every replay identical "
+        f"row for row {yes(c['replays_identical'])}.",
+        "",
+        "![replay](replay.png)",
+        "",
+    ]
+    figure, ax = plt.subplots(figsize=(6, 2.6))
+    names = ["cdc replay", "seeds' reload", "physical limit"]
+    keys = ["replay", "reload", "physical"]
+    ax.barh(names, [r[k]["median_s"] for k in keys], color=["#3b6ea5", "#999999", "#555555"])
+    for i, k in enumerate(keys):
+        runs = [x["wall_s"] for x in r[k]["runs"]]
+        ax.plot(runs, [i] * len(runs), "k.", markersize=4)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"seconds for a log of {log['records']:,} records (median, dots: runs)", fontsize=8)
+    ax.tick_params(labelsize=8)
+    figure.tight_layout()
+    figure.savefig(out / "replay.png", dpi=110)
+    plt.close(figure)
+    return lines
+
+
+def yes(flag: bool) -> str:
+    return "yes" if flag else "**NO**"
+
+
+def label(phase: dict) -> str:
+    return f"{phase['rate']} tx/s" if phase["rate"] else "source maximum"
+
+
+def fmt(value, spec: str = ".0f") -> str:
+    return "-" if value is None else format(value, spec)
