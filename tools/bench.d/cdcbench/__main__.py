@@ -7,10 +7,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from . import capture, freshness, replay, report
+from . import capture, freshness, replay, report, scale
 from .common import ROOT, BenchError, Workspace, build_cdc, machine, say
 
-PARTS = {"capture": capture, "freshness": freshness, "replay": replay}
+PARTS = {"capture": capture, "freshness": freshness, "replay": replay, "scale": scale}
 
 
 def main(argv: list[str]) -> int:
@@ -30,6 +30,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--huge-rows", type=int, help="capture: rows of the huge transaction (default 1,000,000; --quick 100,000)")
     parser.add_argument("--duration", type=int, help="freshness: seconds of load at each rate (default 30, --quick 10)")
     parser.add_argument("--events", type=int, help="replay: records of the log replayed (default 1,000,000; --quick 100,000)")
+    parser.add_argument("--sizes", help="scale: comma-separated log sizes in events (default 100000,1000000,10000000; --quick 50000,200000)")
     parser.add_argument("--poll-ms", type=int, default=5, help="freshness: warehouse poll interval (default 5)")
     args = parser.parse_args(argv)
     for name in ("reps", "changes", "huge_rows", "duration", "poll_ms", "events"):
@@ -37,6 +38,12 @@ def main(argv: list[str]) -> int:
         if value is not None and value <= 0:
             parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
     reps = args.reps or (1 if args.quick else 3)
+    try:
+        sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else ([50_000, 200_000] if args.quick else [100_000, 1_000_000, 10_000_000])
+    except ValueError:
+        parser.error(f"--sizes must be comma-separated integers, got {args.sizes!r}")
+    if any(x <= 0 for x in sizes) or sizes != sorted(sizes):
+        parser.error("--sizes must be positive and increasing")
     parts = sorted(PARTS) if args.part == "all" else [args.part]
 
     cdc = args.cdc.resolve() if args.cdc else build_cdc()
@@ -55,6 +62,8 @@ def main(argv: list[str]) -> int:
                 ws, rates=[200, 1000, None], duration_s=args.duration or (10 if args.quick else 30), poll_ms=args.poll_ms)
         if "replay" in parts:
             results["replay"] = replay.run(ws, events=args.events or (100_000 if args.quick else 1_000_000), reps=reps)
+        if "scale" in parts:
+            results["scale"] = scale.run(ws, sizes=sizes)
     finally:
         ws.close()
     path = report.write(args.out, results)

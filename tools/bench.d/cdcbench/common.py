@@ -43,13 +43,16 @@ def tool(name: str) -> str:
 
 @dataclass
 class Timed:
-    """One process run to its end: wall clock, CPU (getrusage of the child) and peak resident memory
-    (the kernel's VmHWM of the process, read from /proc while it runs: ru_maxrss would include the
-    forking Python's own memory from before the exec)."""
+    """One process run to its end: wall clock, CPU (getrusage of the child) and peak memory, read from
+    /proc while it runs (ru_maxrss would include the forking Python's own memory from before the exec):
+    max_rss_mib is the kernel's VmHWM (resident pages of every kind: a process that maps its data, as
+    LMDB does, counts the pages it has read), max_anon_mib the highest RssAnon seen (its own heap and
+    stacks, what it allocated)."""
     wall_s: float
     user_s: float
     sys_s: float
     max_rss_mib: float | None
+    max_anon_mib: float | None
     rc: int
 
     def as_dict(self) -> dict:
@@ -63,7 +66,8 @@ def _watch_peak(pid: int, done: threading.Event, peak: list[int]) -> None:
             for line in status.read_text().splitlines():
                 if line.startswith("VmHWM:"):
                     peak[0] = max(peak[0], int(line.split()[1]))
-                    break
+                elif line.startswith("RssAnon:"):
+                    peak[1] = max(peak[1], int(line.split()[1]))
         except (OSError, ValueError):
             return
         done.wait(0.02)
@@ -74,7 +78,7 @@ def timed(cmd: list[str], *, stdout=None, stderr=None, env: dict | None = None, 
     """Runs `cmd` to its end and measures it."""
     started = time.monotonic()
     process = subprocess.Popen(cmd, stdout=stdout, stderr=stderr, env=env)
-    done, peak = threading.Event(), [0]
+    done, peak = threading.Event(), [0, 0]
     watcher = threading.Thread(target=_watch_peak, args=(process.pid, done, peak), daemon=True)
     watcher.start()
     try:
@@ -90,7 +94,7 @@ def timed(cmd: list[str], *, stdout=None, stderr=None, env: dict | None = None, 
         raise
     process.returncode = os.waitstatus_to_exitcode(status)
     result = Timed(time.monotonic() - started, usage.ru_utime, usage.ru_stime, peak[0] / 1024 if peak[0] else None,
-                   process.returncode)
+                   peak[1] / 1024 if peak[1] else None, process.returncode)
     if check and result.rc != 0:
         raise BenchError(f"{what or cmd[0]} exited with status {result.rc}")
     return result

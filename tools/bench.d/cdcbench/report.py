@@ -32,6 +32,8 @@ def write(out: Path, results: dict) -> Path:
         lines += freshness_section(out, results["freshness"])
     if "replay" in results:
         lines += replay_section(out, results["replay"])
+    if "scale" in results:
+        lines += scale_section(out, results["scale"])
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -158,6 +160,47 @@ def replay_section(out: Path, r: dict) -> list[str]:
     figure.savefig(out / "replay.png", dpi=110)
     plt.close(figure)
     return lines
+
+
+def scale_section(out: Path, s: dict) -> list[str]:
+    lines = [
+        "## Scale: cost per event as the log grows",
+        "",
+        "The source grows in transactions of 1,000 row changes (telemetry inserts, procedure and surgeon updates);",
+        "at each size: `cdc run --no-project --endpos` of the new events, `cdc log verify` and `cdc replay` of the whole log.",
+        "",
+        "Memory per process: peak RSS (all resident pages, including the log's pages LMDB maps and reads) / peak",
+        "anonymous RSS (what the process allocated itself), MiB.",
+        "",
+        "| events | log MiB | dimension rows | capture s/M | capture memory | verify s/M | verify memory | replay s/M | replay memory |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in s["points"]:
+        lines.append(f"| {p['events']:,} | {p['log_bytes'] / 2**20:,.0f} | {p['dimension_rows']:,} | {fmt(p['capture']['s_per_million'], '.1f')} "
+                     f"| {memory(p['capture'])} | {fmt(p['verify']['s_per_million'], '.1f')} | {memory(p['verify'])} "
+                     f"| {fmt(p['replay']['s_per_million'], '.1f')} | {memory(p['replay'])} |")
+    lines += ["", "![cost per event](scale.png)", ""]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    xs = [p["events"] for p in s["points"]]
+    for key, color in (("capture", "#3b6ea5"), ("verify", "#6aa84f"), ("replay", "#cc4125")):
+        left.plot(xs, [p[key]["s_per_million"] for p in s["points"]], "o-", color=color, label=key)
+        right.plot(xs, [p[key]["max_anon_mib"] for p in s["points"]], "o-", color=color, label=key)
+    for ax, title in ((left, "seconds per million events"), (right, "peak anonymous RSS, MiB")):
+        ax.set_xscale("log")
+        ax.set_xlabel("log size, events", fontsize=8)
+        ax.set_title(title, fontsize=9)
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.tick_params(labelsize=8)
+    left.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(out / "scale.png", dpi=110)
+    plt.close(figure)
+    return lines
+
+
+def memory(t: dict) -> str:
+    return f"{fmt(t['max_rss_mib'])} / {fmt(t['max_anon_mib'])}"
 
 
 def yes(flag: bool) -> str:

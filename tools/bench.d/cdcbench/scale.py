@@ -1,0 +1,109 @@
+"""scale: capture, `cdc log verify` and `cdc replay` as the log grows (100 k, 1 M and 10 M events by default):
+seconds per million events and peak RSS at each size. The cost per event should stay flat, and memory
+bounded by the current dimension rows, not by the log.
+
+One source database (schema + seed) and one log. For each size, the source first grows by the missing
+events, in transactions of 1,000 row changes made by a server-side procedure (900 telemetry inserts,
+80 procedure updates, 20 surgeon updates — the warehouse's dimensions change, so SCD2 history grows;
+no new dimension rows): a million events take seconds to make, where the OLTP workload would take
+minutes. Then, timed, each after a CHECKPOINT:
+  capture  `cdc run --no-project --endpos` of the new events (per million: of those new events)
+  verify   `cdc log verify` of the whole log
+  replay   `cdc replay --schema scale_N` of the whole log (dropped afterwards)"""
+
+from __future__ import annotations
+
+import time
+
+from .common import Workspace, say, timed
+
+GROW = """
+CREATE PROCEDURE bench_grow(transactions int) LANGUAGE plpgsql AS $$
+DECLARE
+    n int := (SELECT count(*) FROM surgical_procedures);
+    m int := (SELECT count(*) FROM surgeons);
+    k int;
+BEGIN
+    FOR i IN 1..transactions LOOP
+        k := (SELECT coalesce(max(telemetry_id), 0) FROM procedure_telemetry);
+        WITH p AS (SELECT procedure_id, (row_number() OVER (ORDER BY procedure_id) - 1)::int AS j FROM surgical_procedures)
+        INSERT INTO procedure_telemetry (procedure_id, sample_timestamp, arm_position_x, arm_position_y, arm_position_z,
+                                         arm_rotation_x, arm_rotation_y, arm_rotation_z, force_feedback, tool_type,
+                                         tool_active, camera_zoom, lighting_level, system_temperature, motor_current,
+                                         network_latency_ms, video_fps)
+        SELECT p.procedure_id, timestamptz '2026-01-01 00:00:00+00' + make_interval(secs => k + g),
+               round((random() * 500 - 250)::numeric, 4), round((random() * 500 - 250)::numeric, 4),
+               round((random() * 300 - 50)::numeric, 4), round((random() * 360 - 180)::numeric, 4),
+               round((random() * 180 - 90)::numeric, 4), round((random() * 360 - 180)::numeric, 4),
+               round((power(random(), 2) * 14 + 0.2)::numeric, 4),
+               (ARRAY['Monopolar Curved Scissors','Maryland Bipolar Forceps','Large Needle Driver','Cadiere Forceps'])[1 + g % 4],
+               random() < 0.7, round((1 + random() * 9)::numeric, 2), 60 + g % 41,
+               round((36.5 + random() * 6)::numeric, 2), round((0.8 + random() * 2.4)::numeric, 4), 2 + g % 28, 60
+        FROM generate_series(1, 900) AS g JOIN p ON p.j = (k + g) % n;
+        WITH p AS (SELECT procedure_id, (row_number() OVER (ORDER BY procedure_id) - 1)::int AS j FROM surgical_procedures)
+        UPDATE surgical_procedures s SET duration_minutes = coalesce(s.duration_minutes, 60) % 400 + 1
+        FROM p WHERE p.procedure_id = s.procedure_id AND ((p.j - i * 80) % n + n) % n < 80;
+        WITH s AS (SELECT surgeon_id, (row_number() OVER (ORDER BY surgeon_id) - 1)::int AS j FROM surgeons)
+        UPDATE surgeons u SET years_experience = coalesce(u.years_experience, 0) % 40 + 1
+        FROM s WHERE s.surgeon_id = u.surgeon_id AND ((s.j - i * 20) % m + m) % m < 20;
+        COMMIT;
+    END LOOP;
+END $$"""
+
+
+def run(ws: Workspace, *, sizes: list[int]) -> dict:
+    pg = ws.pg
+    say(f"scale: capture, verify and replay at {', '.join(f'{s:,}' for s in sizes)} events")
+    pg.make_source("ssrc")
+    pg.execute("postgres", "CREATE DATABASE swh")
+    pg.execute("ssrc", GROW)
+    config = ws.write_config("cdc-scale", "ssrc", log="log-scale", slot="cdc_scale", publication="cdc_scale", warehouse="swh")
+    ws.cdc(["init", "--config", str(config)], stderr_to=ws.path("log-scale.err"), what="cdc init")
+    pg.autovacuum(False)
+    points = []
+    for size in sizes:
+        head = ws.log_stats("log-scale")["head"]
+        if size > head:
+            transactions = -(-(size - head) // 1000)
+            say(f"  growing the source by {transactions * 1000:,} row changes ({transactions:,} transactions)")
+            started = time.monotonic()
+            pg.execute("ssrc", f"CALL bench_grow({transactions})")
+            grow_s = time.monotonic() - started
+        else:
+            grow_s = 0.0
+        end = pg.query("ssrc", "SELECT pg_current_wal_lsn()::text")[0][0]
+        pg.execute("ssrc", "CHECKPOINT")
+        with open(ws.path("log-scale.err"), "a") as err:
+            capture = timed([str(ws.cdc_path), "run", "--config", str(config), "--no-project", "--endpos", end],
+                            stderr=err, what="cdc run --no-project")
+        stats = ws.log_stats("log-scale")
+        new = stats["head"] - head
+        pg.execute("swh", "CHECKPOINT")
+        with open(ws.path("verify.out"), "a") as out:
+            verify = timed([str(ws.cdc_path), "log", "verify", "--log", str(ws.path("log-scale"))], stdout=out, stderr=out,
+                           what="cdc log verify")
+        schema = f"scale_{len(points) + 1}"
+        with open(ws.path("replay-scale.err"), "a") as err:
+            replay = timed([str(ws.cdc_path), "replay", "--config", str(config), "--schema", schema], stdout=err, stderr=err,
+                           what="cdc replay")
+        dimension_rows = pg.query("swh", f"""SELECT (SELECT count(*) FROM {schema}.dim_facilities) + (SELECT count(*) FROM {schema}.dim_surgeons)
+                                              + (SELECT count(*) FROM {schema}.dim_robots)""")[0][0]
+        pg.execute("swh", f"DROP SCHEMA {schema} CASCADE")
+        million = stats["head"] / 1e6
+        point = {
+            "events": stats["head"], "new_events": new, "grow_s": round(grow_s, 1), "log_bytes": stats["size"]["data_mdb_bytes"],
+            "dimension_rows": dimension_rows,
+            "capture": {**capture.as_dict(), "s_per_million": round(capture.wall_s / (new / 1e6), 2) if new else None},
+            "verify": {**verify.as_dict(), "s_per_million": round(verify.wall_s / million, 2)},
+            "replay": {**replay.as_dict(), "s_per_million": round(replay.wall_s / million, 2)},
+        }
+        points.append(point)
+        say(f"  {stats['head']:,} events: capture {point['capture']['s_per_million']} s/M (of {new:,} new),"
+            f" verify {point['verify']['s_per_million']} s/M, replay {point['replay']['s_per_million']} s/M;"
+            f" peak RSS capture {capture.max_rss_mib or 0:.0f}, verify {verify.max_rss_mib or 0:.0f},"
+            f" replay {replay.max_rss_mib or 0:.0f} MiB")
+    pg.autovacuum(True)
+    if not ws.keep:
+        pg.execute("ssrc", "SELECT pg_drop_replication_slot('cdc_scale')")
+        pg.execute("postgres", "DROP DATABASE swh", "DROP DATABASE ssrc")
+    return {"points": points}
