@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def write(out: Path, results: dict) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "results.json").write_text(json.dumps(results, separators=(",", ":")) + "\n")  # one line: the series are long
     m = results["machine"]
     lines = [
         "# cdc benchmarks",

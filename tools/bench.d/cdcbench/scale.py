@@ -20,18 +20,18 @@ from .common import Workspace, say, timed
 GROW = """
 CREATE PROCEDURE bench_grow(transactions int) LANGUAGE plpgsql AS $$
 DECLARE
-    n int := (SELECT count(*) FROM surgical_procedures);
-    m int := (SELECT count(*) FROM surgeons);
-    k int;
+    procedures text[] := ARRAY(SELECT procedure_id FROM surgical_procedures ORDER BY procedure_id);
+    surgeons_ text[] := ARRAY(SELECT surgeon_id FROM surgeons ORDER BY surgeon_id);
+    n int := cardinality(procedures);
+    m int := cardinality(surgeons_);
+    k bigint := (SELECT coalesce(max(telemetry_id), 0) FROM procedure_telemetry);
 BEGIN
     FOR i IN 1..transactions LOOP
-        k := (SELECT coalesce(max(telemetry_id), 0) FROM procedure_telemetry);
-        WITH p AS (SELECT procedure_id, (row_number() OVER (ORDER BY procedure_id) - 1)::int AS j FROM surgical_procedures)
         INSERT INTO procedure_telemetry (procedure_id, sample_timestamp, arm_position_x, arm_position_y, arm_position_z,
                                          arm_rotation_x, arm_rotation_y, arm_rotation_z, force_feedback, tool_type,
                                          tool_active, camera_zoom, lighting_level, system_temperature, motor_current,
                                          network_latency_ms, video_fps)
-        SELECT p.procedure_id, timestamptz '2026-01-01 00:00:00+00' + make_interval(secs => k + g),
+        SELECT procedures[1 + (k + g) % n], timestamptz '2026-01-01 00:00:00+00' + make_interval(secs => k + g),
                round((random() * 500 - 250)::numeric, 4), round((random() * 500 - 250)::numeric, 4),
                round((random() * 300 - 50)::numeric, 4), round((random() * 360 - 180)::numeric, 4),
                round((random() * 180 - 90)::numeric, 4), round((random() * 360 - 180)::numeric, 4),
@@ -39,13 +39,12 @@ BEGIN
                (ARRAY['Monopolar Curved Scissors','Maryland Bipolar Forceps','Large Needle Driver','Cadiere Forceps'])[1 + g % 4],
                random() < 0.7, round((1 + random() * 9)::numeric, 2), 60 + g % 41,
                round((36.5 + random() * 6)::numeric, 2), round((0.8 + random() * 2.4)::numeric, 4), 2 + g % 28, 60
-        FROM generate_series(1, 900) AS g JOIN p ON p.j = (k + g) % n;
-        WITH p AS (SELECT procedure_id, (row_number() OVER (ORDER BY procedure_id) - 1)::int AS j FROM surgical_procedures)
-        UPDATE surgical_procedures s SET duration_minutes = coalesce(s.duration_minutes, 60) % 400 + 1
-        FROM p WHERE p.procedure_id = s.procedure_id AND ((p.j - i * 80) % n + n) % n < 80;
-        WITH s AS (SELECT surgeon_id, (row_number() OVER (ORDER BY surgeon_id) - 1)::int AS j FROM surgeons)
-        UPDATE surgeons u SET years_experience = coalesce(u.years_experience, 0) % 40 + 1
-        FROM s WHERE s.surgeon_id = u.surgeon_id AND ((s.j - i * 20) % m + m) % m < 20;
+        FROM generate_series(1, 900) AS g;
+        k := k + 900;
+        UPDATE surgical_procedures SET duration_minutes = coalesce(duration_minutes, 60) % 400 + 1
+        WHERE procedure_id = ANY (ARRAY(SELECT procedures[1 + (i * 80 + j) % n] FROM generate_series(0, 79) AS j));
+        UPDATE surgeons SET years_experience = coalesce(years_experience, 0) % 40 + 1
+        WHERE surgeon_id = ANY (ARRAY(SELECT surgeons_[1 + (i * 20 + j) % m] FROM generate_series(0, 19) AS j));
         COMMIT;
     END LOOP;
 END $$"""
