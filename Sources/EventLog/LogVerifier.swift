@@ -98,11 +98,21 @@ extension EventLog {
         var frontier = MerkleFrontier()
         var checkedUpTo = max(last, digest?.seq ?? 0)
         checkedUpTo = min(checkedUpTo, head)
-        var nodes = try storedNodes(through: checkedUpTo)
+        // The recomputed subtrees come in key order (end seq, then height), as the stored ones are read.
+        var nodes = storedNodes(through: checkedUpTo)
+        /// The first stored node the tree does not have (reported after the records, as before).
+        var stray: [UInt8]?
         /// Compares a subtree the recomputation completed with the one stored, when stored.
         func checkNode(_ seq: UInt64, _ height: UInt8, _ hash: Hash) throws {
-            guard height >= MerkleNodes.minimumHeight, let stored = nodes.removeValue(forKey: MerkleNodes.key(endSeq: seq, height: height)) else { return }
-            guard stored == hash else {
+            guard height >= MerkleNodes.minimumHeight else { return }
+            let key = MerkleNodes.key(endSeq: seq, height: height)
+            while let stored = try nodes.peek(), stored.key.lexicographicallyPrecedes(key) {
+                if stray == nil { stray = stored.key }
+                nodes.take()
+            }
+            guard let stored = try nodes.peek(), stored.key == key else { return }
+            nodes.take()
+            guard stored.hash == hash else {
                 throw VerificationFailure(seq: seq, reason: "the Merkle node of height \(height) ending at this seq does not match the records (proofs would use it)")
             }
             report.nodesChecked += 1
@@ -187,7 +197,8 @@ extension EventLog {
             expected = seq + 1
         }
         if expected <= checkedUpTo { throw fail(expected, "record is missing") }
-        if let stray = nodes.keys.min(by: { $0.lexicographicallyPrecedes($1) }) {
+        if stray == nil, let left = try nodes.peek() { stray = left.key }
+        if let stray {
             let end = stray.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
             throw fail(end, "a Merkle node of height \(stray.last ?? 0) is stored ending at this seq, which the tree does not have")
         }

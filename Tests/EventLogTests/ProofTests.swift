@@ -206,6 +206,29 @@ import TestSupport
         }
     }
 
+    /// A stored node where the tree has none (a planted or misplaced entry) is named too — one between
+    /// two real nodes and one past the last — and the real nodes are still compared.
+    @Test func aStoredNodeTheTreeDoesNotHaveIsNamed() throws {
+        for (endSeq, height) in [(UInt64(40), UInt8(4)), (UInt64(100), UInt8(6))] {
+            let (path, directory) = try Self.writeLog(100)
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            do {
+                let env = try LMDBEnvironment(path: path, readOnly: false)
+                let nodes = try env.openDatabase("nodes", create: false)
+                try env.withTransaction(readOnly: false) { txn in
+                    try txn.put(nodes, key: MerkleNodes.key(endSeq: endSeq, height: height), value: [UInt8](repeating: 7, count: 32))
+                }
+            }
+            do {
+                _ = try EventLog.openForReading(path: path).verify()
+                Issue.record("verify passed a stray node ending at \(endSeq)")
+            } catch let failure as VerificationFailure {
+                #expect(failure.seq == endSeq && failure.reason.contains("height \(height)") && failure.reason.contains("the tree does not have"),
+                        "\(failure)")
+            }
+        }
+    }
+
     @Test func signedNotesEqualGolangXModNoteVectors() throws {
         let v = Self.vectors.note
         let signer = try NoteSigner(privateKey: v.signer_key)
