@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import statistics
 
-from .common import BenchError, ROOT, Workspace, row_changes, say, timed, tool
+from .common import BenchError, ROOT, Workspace, peak_rss, row_changes, say, timed, tool
 
 HUGE_INSERT = """
 WITH p AS (SELECT procedure_id, (row_number() OVER (ORDER BY procedure_id) - 1)::int AS i FROM surgical_procedures)
@@ -117,18 +117,13 @@ def drain(ws: Workspace, shape: str, reps: int) -> dict:
     record_growth = after[0]["size"]["record_bytes"] - before[0]["size"]["record_bytes"]
     summary = lambda who, s: {"median_s": round(s, 3), "rows_per_s": round(n / s),
                               "median_cpu_s": round(statistics.median(x["user_s"] + x["sys_s"] for x in runs[who]), 2),
-                              "peak_rss_mib": peak(runs[who]), "runs": runs[who]}
+                              "peak_rss_mib": peak_rss(runs[who]), "runs": runs[who]}
     return {"shape": shape, "endpos": end, "wal_bytes": wal, **counts, "records": grown.pop(),
             "cdc": summary("cdc", cdc_s), "pg_recvlogical": summary("pg_recvlogical", pgr_s),
             "ratio_cdc_over_pgr": round(cdc_s / pgr_s, 3),
             "log_file_bytes_per_change": round(file_growth / n, 1) if n else None,
             "log_record_bytes_per_change": round(record_growth / n, 1) if n else None,
             "pgoutput_bytes_per_change": round(output_bytes[0] / n, 1) if n else None}
-
-
-def peak(runs: list[dict]) -> int | None:
-    seen = [x["max_rss_mib"] for x in runs if x["max_rss_mib"] is not None]
-    return round(max(seen)) if seen else None
 
 
 def fmt_mib(value: float | None) -> str:

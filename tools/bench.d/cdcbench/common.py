@@ -100,6 +100,12 @@ def timed(cmd: list[str], *, stdout=None, stderr=None, env: dict | None = None, 
     return result
 
 
+def peak_rss(runs: list[dict]) -> int | None:
+    """The highest max_rss_mib of some timed runs (as dicts), MiB; None when none was seen."""
+    seen = [x["max_rss_mib"] for x in runs if x["max_rss_mib"] is not None]
+    return round(max(seen)) if seen else None
+
+
 class Sandbox:
     """A throwaway PostgreSQL cluster made by tools/pg-sandbox (fsync on, wal_level=logical)."""
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from .common import BenchError, ROOT, Workspace, say, timed
+from .common import BenchError, ROOT, Workspace, peak_rss, say, timed
 
 DIGEST_TABLES = ["dim_facilities", "dim_surgeons", "dim_robots", "fact_procedures", "fact_procedure_telemetry"]
 
@@ -361,7 +361,7 @@ def run(ws: Workspace, *, events: int, reps: int) -> dict:
         "log": {"records": head, "transactions": stats["transactions"], "ops": ops,
                 "data_mdb_bytes": stats["size"]["data_mdb_bytes"], **built},
         "replay": {"median_s": round(median["replay"], 3), "events_per_s": round(head / median["replay"]), "runs": runs["replay"],
-                   "peak_rss_mib": max((x["max_rss_mib"] or 0) for x in runs["replay"])},
+                   "peak_rss_mib": peak_rss(runs["replay"])},
         "reload": {"median_s": round(median["reload"], 3), "rows": reload_rows, "runs": runs["reload"]},
         "physical": {"median_s": round(median["physical"], 3), "rows": physical["rows"], "tables": len(physical["tables"]),
                      "indexes": len(physical["indexes"]), "runs": runs["physical"]},

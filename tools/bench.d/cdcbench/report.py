@@ -61,17 +61,11 @@ def capture_section(out: Path, c: dict) -> list[str]:
     lines += ["", "![capture](capture.png)", ""]
     figure, axes = plt.subplots(1, len(c["shapes"]), figsize=(4 * len(c["shapes"]), 3.2), squeeze=False)
     for ax, s in zip(axes[0], c["shapes"]):
-        walls = [[r["wall_s"] for r in s[who]["runs"]] for who in ("cdc", "pg_recvlogical")]
-        ax.bar(["cdc", "pg_recvlogical"], [s["cdc"]["median_s"], s["pg_recvlogical"]["median_s"]],
-               color=["#3b6ea5", "#999999"])
-        for i, w in enumerate(walls):
-            ax.plot([i] * len(w), w, "k.", markersize=4)
+        bars_with_runs(ax, ["cdc", "pg_recvlogical"], [s["cdc"], s["pg_recvlogical"]], ["#3b6ea5", "#999999"])
         ax.set_title(f"{s['shape']}: {s['row_changes']:,} row changes", fontsize=9)
         ax.set_ylabel("seconds to drain (median, dots: runs)", fontsize=8)
         ax.tick_params(labelsize=8)
-    figure.tight_layout()
-    figure.savefig(out / "capture.png", dpi=110)
-    plt.close(figure)
+    save(figure, out / "capture.png")
     return lines
 
 
@@ -101,9 +95,7 @@ def freshness_section(out: Path, f: dict) -> list[str]:
         ax.set_title(f"{label(p)} ({fmt(p['workload_tps'])} tx/s): commit to visible, per transaction", fontsize=9)
         ax.tick_params(labelsize=8)
     axes[-1, 0].set_xlabel("seconds into the phase (source commit time)", fontsize=8)
-    figure.tight_layout()
-    figure.savefig(out / "freshness-time.png", dpi=110)
-    plt.close(figure)
+    save(figure, out / "freshness-time.png")
     figure, ax = plt.subplots(figsize=(6, 3.5))
     for p in f["phases"]:
         ys = sorted(y for _, y in p["series"])
@@ -114,9 +106,7 @@ def freshness_section(out: Path, f: dict) -> list[str]:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     ax.tick_params(labelsize=8)
-    figure.tight_layout()
-    figure.savefig(out / "freshness-cdf.png", dpi=110)
-    plt.close(figure)
+    save(figure, out / "freshness-cdf.png")
     return lines
 
 
@@ -147,18 +137,12 @@ def replay_section(out: Path, r: dict) -> list[str]:
         "",
     ]
     figure, ax = plt.subplots(figsize=(6, 2.6))
-    names = ["cdc replay", "seeds' reload", "physical limit"]
-    keys = ["replay", "reload", "physical"]
-    ax.barh(names, [r[k]["median_s"] for k in keys], color=["#3b6ea5", "#999999", "#555555"])
-    for i, k in enumerate(keys):
-        runs = [x["wall_s"] for x in r[k]["runs"]]
-        ax.plot(runs, [i] * len(runs), "k.", markersize=4)
+    bars_with_runs(ax, ["cdc replay", "seeds' reload", "physical limit"], [r["replay"], r["reload"], r["physical"]],
+                   ["#3b6ea5", "#999999", "#555555"], horizontal=True)
     ax.invert_yaxis()
     ax.set_xlabel(f"seconds for a log of {log['records']:,} records (median, dots: runs)", fontsize=8)
     ax.tick_params(labelsize=8)
-    figure.tight_layout()
-    figure.savefig(out / "replay.png", dpi=110)
-    plt.close(figure)
+    save(figure, out / "replay.png")
     return lines
 
 
@@ -193,9 +177,7 @@ def scale_section(out: Path, s: dict) -> list[str]:
         ax.grid(True, alpha=0.3)
         ax.tick_params(labelsize=8)
     left.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(out / "scale.png", dpi=110)
-    plt.close(figure)
+    save(figure, out / "scale.png")
     return lines
 
 
@@ -209,6 +191,22 @@ def yes(flag: bool) -> str:
 
 def label(phase: dict) -> str:
     return f"{phase['rate']} tx/s" if phase["rate"] else "source maximum"
+
+
+def bars_with_runs(ax, names: list[str], measured: list[dict], colors: list[str], horizontal: bool = False) -> None:
+    """One bar per measurement at its median_s, a dot per run (wall_s) on it."""
+    medians = [m["median_s"] for m in measured]
+    (ax.barh if horizontal else ax.bar)(names, medians, color=colors)
+    for i, m in enumerate(measured):
+        walls = [run["wall_s"] for run in m["runs"]]
+        position = [i] * len(walls)
+        ax.plot(*((walls, position) if horizontal else (position, walls)), "k.", markersize=4)
+
+
+def save(figure, path: Path) -> None:
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
 
 
 def fmt(value, spec: str = ".0f") -> str:
