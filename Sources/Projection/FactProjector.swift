@@ -539,9 +539,10 @@ final class FactProjector {
         /// batch's view of this one).
         var deletedGrains: Set<[String?]>
         var cascade: [String]
-        /// Every row the batch changed or added, by grain: rows with `existed` are updated, the others
-        /// inserted. Rows it only read (for a lookup, or a snapshot record equal to them) are not here:
-        /// the warehouse holds them as they are.
+        /// Every row the batch read, changed or added, by grain. Only the `dirty` ones are written: with
+        /// `existed` updated, the others inserted. The rest (read for a lookup, or met by a snapshot
+        /// record equal to them) the warehouse holds as they are; they stay here for the next batch's
+        /// view of this one (not filtered out: that would rehash every grain of the batch).
         var rows: [[String?]: Row]
         /// Changes to `cdc_early_arrivals`.
         var early = EarlyArrival.Writes()
@@ -554,7 +555,7 @@ final class FactProjector {
             if let original = fact.originalGrain, original != grain { gone.insert(original) }
         }
         let writes = Writes(truncated: truncated, cleared: clearedMilestones, deleted: deletedIdentities, deletedGrains: gone,
-                            cascade: cascadeKeys, rows: rows.filter { $0.value.dirty }, early: drainEarly())
+                            cascade: cascadeKeys, rows: rows, early: drainEarly())
         rows = [:]
         rowsByParent = [:]
         deletedIdentities = []

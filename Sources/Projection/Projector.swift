@@ -164,7 +164,7 @@ public final class Projector {
         var rowCounts: [String: Int] {
             var counts: [String: Int] = [:]
             for (d, w) in dimensions { counts[d.spec.table, default: 0] += w.updates.count + w.inserts.count + w.removed.count }
-            for (f, w) in facts { counts[f.spec.table, default: 0] += w.deleted.count + w.rows.count }
+            for (f, w) in facts { counts[f.spec.table, default: 0] += w.deleted.count + w.rows.values.lazy.filter(\.dirty).count }
             return counts
         }
         /// Truncates or milestone clears: the next batch cannot be folded before this one commits.
@@ -470,7 +470,7 @@ public final class Projector {
             try connection.query("DELETE FROM \(table) WHERE \(quoteIdentifier(lookup.column)) = ANY($1::bigint[])", [arrayLiteral(batch.cascade)])
         }
         var updates: [(identity: [String?], row: [String?])] = [], inserts: [[String?]] = []
-        for fact in batch.rows.values {
+        for fact in batch.rows.values where fact.dirty {
             if fact.existed { updates.append((fact.identity, fact.row)) } else { inserts.append(fact.row) }
         }
         try update(f.layout, updates)
