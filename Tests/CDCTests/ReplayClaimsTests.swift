@@ -43,6 +43,39 @@ import Glibc
         #expect(try ws.dump(schema: "earlier").indexes == declared, "a replay that stops early builds them too")
     }
 
+    /// A replay fills empty tables faster than autovacuum looks at them; without statistics the planner
+    /// seq-scans the growing telemetry table for every cascading delete. The replay analyzes the
+    /// columns its statements filter on as tables grow (from 50,000 rows written).
+    @Test func aReplayGathersPlannerStatisticsForTheTablesItFills() throws {
+        let ws = try ProjectionOperationsTests.seeded("rc_stats")
+        defer { ws.tearDown() }
+        try ws.change("""
+            INSERT INTO surgical_procedures (procedure_id, robot_id, surgeon_id, facility_id, procedure_type, procedure_category,
+                                             patient_id, patient_age, patient_gender, start_time, duration_minutes, status)
+            SELECT 'PROC-S' || lpad(g::text, 5, '0'), 'ROB-001', 'SRG-0001', 'FAC-001', 'Cholecystectomy', 'General',
+                   'PAT-S' || g, 20 + g % 60, 'F', timestamptz '2026-03-01 08:00:00+00' + g * interval '1 minute', 30, 'scheduled'
+            FROM generate_series(1, 1000) g
+            """)
+        // Four transactions of 30,000 telemetry rows: replay batches of 50,000 records, the first two
+        // committed before the third is folded.
+        for round in 0..<4 {
+            try ws.change("""
+                INSERT INTO procedure_telemetry (telemetry_id, procedure_id, sample_timestamp, arm_position_x, arm_position_y,
+                                                 force_feedback, tool_type, tool_active, lighting_level, video_fps)
+                SELECT 20000000 + \(round * 30_000) + g, 'PROC-S' || lpad((1 + g % 1000)::text, 5, '0'),
+                       timestamptz '2026-03-01 08:00:00+00' + g * interval '1 second', g % 1000 / 10.0, g % 777 / 7.0,
+                       g % 50 / 3.0, 'grasper', g % 3 = 0, g % 100, 60
+                FROM generate_series(1, 30000) g
+                """)
+        }
+        try ws.run()
+        try ws.replay(schema: "rebuilt")
+        try ProjectionOperationsTests.expectIdentical(ws, "dw", "rebuilt")
+        let analyzed = try ws.dw("SELECT attname FROM pg_stats WHERE schemaname = 'rebuilt' AND tablename = 'fact_procedure_telemetry' ORDER BY 1").map { $0[0] ?? "" }
+        #expect(analyzed.contains("procedure_key") && analyzed.contains("telemetry_key"),
+                "statistics of the replayed telemetry table's filter columns: \(analyzed)")
+    }
+
     @Test func aReplayContinuesFromItsCheckpointInsteadOfRebuilding() throws {
         let ws = try ProjectionOperationsTests.seeded("rc_continue")
         defer { ws.tearDown() }
