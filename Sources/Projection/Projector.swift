@@ -223,7 +223,7 @@ public final class Projector {
         func settle() throws {
             try writer.wait()
             if let done = inFlight {
-                statistics.wrote(done.rowCounts)
+                statistics.wrote(done.rowCounts, committed: done.endsTransaction)
                 if done.endsTransaction { progress(done.lastSeq) }
             }
             inFlight = nil
@@ -257,7 +257,10 @@ public final class Projector {
                 inFlight = pending
                 writer.submit { try self.write(pending) }
                 // While the writer writes: fresh planner statistics for the tables that grew (see Statistics).
-                for table in statistics.stale() {
+                // Not while a source transaction is applied in chunks: ANALYZE sees committed rows only,
+                // and statistics of the tables without the open transaction's rows would tell the
+                // planner they are nearly empty while the transaction's statements work on them.
+                for table in pending.continuesTransaction || !pending.endsTransaction ? [] : statistics.stale() {
                     let columns = filterColumns[table, default: []].map(quoteIdentifier).joined(separator: ", ")
                     try reader.execute("ANALYZE \(qualified(table)) (\(columns))")
                 }
@@ -288,14 +291,20 @@ public final class Projector {
     /// fills empty tables in seconds, before autovacuum's first look (a minute apart by default): the
     /// planner, estimating them empty, seq-scans the growing tables for every update and cascading
     /// delete (measured at 1 M events: 29 scans reading 7.7 M telemetry rows). A table is analyzed
-    /// each time its rows written double (from 50,000): a handful of sampled ANALYZEs per table,
-    /// of the ``filterColumns`` only.
+    /// each time its rows written and committed double (from 50,000): a handful of sampled ANALYZEs
+    /// per table, of the ``filterColumns`` only.
     struct Statistics {
         private var written: [String: Int] = [:]
         private var analyzedAt: [String: Int] = [:]
+        /// Rows of the chunks of a source transaction not yet committed.
+        private var open: [String: Int] = [:]
 
-        mutating func wrote(_ counts: [String: Int]) {
-            for (table, n) in counts { written[table, default: 0] += n }
+        /// Counts a batch's rows once it commits (the chunks of a source transaction with its last).
+        mutating func wrote(_ counts: [String: Int], committed: Bool) {
+            open.merge(counts, uniquingKeysWith: +)
+            guard committed else { return }
+            written.merge(open, uniquingKeysWith: +)
+            open = [:]
         }
 
         /// The tables due for ANALYZE, marked as analyzed.
