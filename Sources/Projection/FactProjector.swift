@@ -19,6 +19,8 @@ final class FactProjector {
         var identity: [String?]
         /// The grain of the warehouse row, for a row read from it.
         var originalGrain: [String?]?
+        /// The values of the layout's `distribution` columns as stored, for a row read from the warehouse.
+        var storedDistribution: [String?] = []
         /// Changed by the batch (or new): only such rows are written. A row read for a lookup or for a
         /// snapshot record equal to it is left as the warehouse has it.
         var dirty = true
@@ -147,6 +149,7 @@ final class FactProjector {
                     // Once the batch in flight commits, the row is stored as it left it.
                     let copy = Row(row: fact.row, lookupKeys: fact.lookupKeys, existed: true, identity: layout.identity.map { fact.row[$0] })
                     copy.originalGrain = grain
+                    copy.storedDistribution = layout.distribution.map { fact.row[$0] }
                     copy.dirty = false
                     rows[grain] = copy
                     noteParent(copy, grain)
@@ -194,6 +197,7 @@ final class FactProjector {
             let grain = grainColumns.map { row[$0] }
             let fact = Row(row: row, lookupKeys: lookupKeys, existed: true, identity: layout.identity.map { row[$0] })
             fact.originalGrain = grain
+            fact.storedDistribution = layout.distribution.map { row[$0] }
             fact.dirty = false
             rows[grain] = fact
             noteParent(fact, grain)
@@ -493,38 +497,6 @@ final class FactProjector {
             let entry = EarlyArrival(values: milestones[index].spec.columns.map { values[$0] }, lsn: "", time: "")
             early[grain, default: [:]][index] = entry
             earlyStored.insert(.init(grain: grain, milestone: index))
-        }
-    }
-
-    /// Writes the batch's early arrivals, inside the batch's warehouse transaction.
-    func writeEarly(_ writes: EarlyArrival.Writes, _ connection: PGConnection, schema: String) throws {
-        let table = quoteIdentifier(schema) + ".cdc_early_arrivals"
-        if !writes.cleared.isEmpty {
-            try connection.query("DELETE FROM \(table) WHERE fact_table = $1 AND milestone = ANY($2::text[])", [spec.table, arrayLiteral(writes.cleared)])
-        }
-        if !writes.deleted.isEmpty {
-            let list = "[" + writes.deleted.map { key in
-                "{\"milestone\":\(EarlyArrival.json(milestones[key.milestone].spec.source)),\"grain\":\(EarlyArrival.json(key.grain))}"
-            }.joined(separator: ",") + "]"
-            try connection.query("""
-                DELETE FROM \(table) e USING jsonb_to_recordset($2::jsonb) AS d(milestone text, grain jsonb)
-                WHERE e.fact_table = $1 AND e.milestone = d.milestone AND e.grain = d.grain
-                """, [spec.table, list])
-        }
-        if !writes.inserted.isEmpty {
-            let list = "[" + writes.inserted.map { key, entry in
-                let columns = milestones[key.milestone].spec.columns
-                let values = zip(columns, entry.values).compactMap { column, value in
-                    value.map { EarlyArrival.json(column) + ":" + EarlyArrival.json($0) }
-                }
-                return "{\"milestone\":\(EarlyArrival.json(milestones[key.milestone].spec.source)),\"grain\":\(EarlyArrival.json(key.grain)),"
-                    + "\"v\":{\(values.joined(separator: ","))},\"lsn\":\(EarlyArrival.json(entry.lsn)),\"time\":\(EarlyArrival.json(entry.time))}"
-            }.joined(separator: ",") + "]"
-            try connection.query("""
-                INSERT INTO \(table) (fact_table, milestone, grain, milestone_values, source_lsn, commit_time)
-                SELECT $1, d.milestone, d.grain, d.v, d.lsn::pg_lsn, d.time::timestamptz
-                FROM jsonb_to_recordset($2::jsonb) AS d(milestone text, grain jsonb, v jsonb, lsn text, time text)
-                """, [spec.table, list])
         }
     }
 

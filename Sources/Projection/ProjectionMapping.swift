@@ -92,6 +92,8 @@ public struct ProjectionMapping: Sendable, Equatable {
     public var facts: [Fact]
     /// The mapping file's path.
     public var path: String
+    /// The warehouse engine its DDL is written for (`engine`, default `postgresql`).
+    public var engine: WarehouseEngine = .postgresql
 
     /// Columns every dimension has besides its mapped ones.
     public static let dimensionColumns = ["effective_date", "expiration_date", "is_current", "valid_from", "valid_to",
@@ -118,7 +120,7 @@ public struct ProjectionMapping: Sendable, Equatable {
         }
         let base = (path as NSString).deletingLastPathComponent
         let r = Reader(path: path, table: root, prefix: "")
-        try r.only(["name", "schema_version", "ddl", "dimensions", "facts"])
+        try r.only(["name", "schema_version", "engine", "ddl", "dimensions", "facts"])
         let name = try r.string("name")
         let version = try r.int("schema_version")
         let ddl = try r.strings("ddl").map { $0.hasPrefix("/") ? $0 : (base as NSString).appendingPathComponent($0) }
@@ -149,7 +151,11 @@ public struct ProjectionMapping: Sendable, Equatable {
                 dates: try f.stringMap("dates"), times: try f.stringMap("times"), lookups: try f.lookups(),
                 updatedBy: updates, deletedWith: try f.optionalString("deleted_with")))
         }
-        let mapping = ProjectionMapping(name: name, schemaVersion: version, ddl: ddl, dimensions: dimensions, facts: facts, path: path)
+        let engineName = try r.optionalString("engine") ?? WarehouseEngine.postgresql.rawValue
+        guard let engine = WarehouseEngine(rawValue: engineName) else {
+            throw MappingError("mapping \(path): engine must be one of \(WarehouseEngine.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")), not \"\(engineName)\"")
+        }
+        let mapping = ProjectionMapping(name: name, schemaVersion: version, ddl: ddl, dimensions: dimensions, facts: facts, path: path, engine: engine)
         try mapping.checkReferences()
         return mapping
     }

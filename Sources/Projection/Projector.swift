@@ -46,6 +46,8 @@ public final class Projector {
     let log: EventLog
     let logSource: String
     let connection: PGConnection
+    /// Writes the batches on `connection`, in the mapping's engine dialect.
+    let writer: any WarehouseWriter
     var dimensions: [DimensionProjector] = []
     var facts: [FactProjector] = []
     /// What each source table feeds, by `schema.table`.
@@ -54,10 +56,6 @@ public final class Projector {
     var contexts: (lsn: UInt64, context: ChangeContext)?
     /// The commit LSN of `cdc init`'s snapshot (record 1's; 0 when record 1 has an xid), read once.
     var initialSnapshotLSN: UInt64?
-    var stagingCreated: Set<String> = []
-    /// Staging tables filled in the open warehouse transaction (ON COMMIT DELETE ROWS empties them only
-    /// at its end): emptied before the next chunk fills them again.
-    var stagedInTransaction: Set<String> = []
     /// A warehouse transaction is open on `connection`, holding the chunks written so far of a source
     /// transaction that ``write(_:)`` has not finished (writer's side).
     var transactionOpen = false
@@ -68,7 +66,9 @@ public final class Projector {
     /// Called as a batch makes progress (every few thousand records folded, every warehouse statement
     /// and COPY buffer written), from the thread doing it: `cdc run` beats its projection loop's health
     /// with it, so that a long batch is not taken for a stall while a hung one still is.
-    public var heartbeat: () -> Void = {}
+    public var heartbeat: () -> Void = {} {
+        didSet { writer.heartbeat = heartbeat }
+    }
     /// The warehouse tables the mapping writes.
     public var tables: [String] { mapping.dimensions.map(\.table) + mapping.facts.map(\.table) }
 
@@ -89,6 +89,7 @@ public final class Projector {
         }
         logSource = WarehouseSchema.logSource(identity)
         connection = try target.connect()
+        writer = mapping.engine.writer(connection: connection, schema: target.schema, projection: mapping.name)
         try load()
     }
 
@@ -98,6 +99,22 @@ public final class Projector {
         let (checkpoint, catalog) = try WarehouseSchema.fit(connection, schema: schema, mapping: mapping, logSource: logSource)
         dimensions = try mapping.dimensions.map { try DimensionProjector(spec: $0, catalog: catalog[$0.table]!) }
         facts = try mapping.facts.map { try FactProjector(spec: $0, catalog: catalog[$0.table]!) }
+        // Distribution columns (Citus): never SET by an UPDATE; see WarehouseWriter.
+        let distribution = try Citus.distributionColumns(connection, schema: schema)
+        for d in dimensions {
+            guard let column = distribution[d.spec.table] else { continue }
+            guard column == d.spec.surrogateKey || d.spec.businessKey.contains(column) else {
+                throw WarehouseError(.engineMismatch, "warehouse table \(schema).\(d.spec.table) is distributed by \(column), which a dimension version's type-1 update may change: make it a reference table (create_reference_table) or distribute it by \(d.spec.surrogateKey)")
+            }
+            d.layout.distribution = [d.layout[column]]
+        }
+        for f in facts {
+            guard let column = distribution[f.spec.table] else { continue }
+            guard let position = f.layout.index[column] else {
+                throw WarehouseError(.engineMismatch, "warehouse table \(schema).\(f.spec.table) is distributed by \(column), a column cdc does not write: distribute it by one of \(f.layout.columns.joined(separator: ", "))")
+            }
+            if !f.layout.identity.contains(position) { f.layout.distribution = [position] }
+        }
         let dimensionByName = Dictionary(uniqueKeysWithValues: dimensions.map { ($0.spec.table, $0) })
         let factByName = Dictionary(uniqueKeysWithValues: facts.map { ($0.spec.table, $0) })
         for d in dimensions {
@@ -355,9 +372,8 @@ public final class Projector {
 
     /// After a failure the in-memory state may be ahead of the warehouse: reload it from there.
     func recover() {
-        _ = try? connection.execute("ROLLBACK")
+        writer.rollback()
         transactionOpen = false
-        stagedInTransaction = []
         try? load()
     }
 
@@ -436,36 +452,25 @@ public final class Projector {
     /// check; the chunk that ends the source transaction moves the checkpoint and commits. On any
     /// failure everything since the checkpoint is rolled back.
     func write(_ pending: Pending) throws {
-        let schema = quoteIdentifier(target.schema)
         do {
             if !transactionOpen {
-                try connection.execute("BEGIN")
                 transactionOpen = true
-                let locked = try connection.query("SELECT last_seq FROM \(schema).cdc_checkpoint WHERE projection = $1 FOR UPDATE", [mapping.name])
-                guard locked.rowCount == 1, UInt64(locked.value(0, 0) ?? "") == pending.after else {
-                    throw WarehouseError(.checkpointMoved, "the checkpoint of warehouse schema \(target.schema) moved under the projector (expected log record \(pending.after), found \(locked.rowCount == 1 ? locked.value(0, 0) ?? "NULL" : "no row")): another projector writes it, or the schema was swapped")
-                }
+                try writer.begin(after: pending.after)
             }
             for (d, writes) in pending.dimensions {
-                try write(d, writes)
+                try writer.write(d, writes)
                 heartbeat()
             }
             for (f, writes) in pending.facts {
-                try write(f, writes)
+                try writer.write(f, writes)
                 heartbeat()
             }
             guard pending.endsTransaction else { return }
-            let header = pending.lastHeader!
-            try connection.query("UPDATE \(schema).cdc_checkpoint SET last_seq = $2, last_lsn = $3, last_commit_time = $4 WHERE projection = $1",
-                                 [mapping.name, String(pending.lastSeq), header.lsn.description,
-                                  header.commitTime.map { rfc3339(microseconds: $0) }])
-            try connection.execute("COMMIT")
+            try writer.commit(seq: pending.lastSeq, header: pending.lastHeader!)
             transactionOpen = false
-            stagedInTransaction = []
         } catch {
-            _ = try? connection.execute("ROLLBACK")
+            writer.rollback()
             transactionOpen = false
-            stagedInTransaction = []
             throw error
         }
     }
@@ -505,88 +510,6 @@ public final class Projector {
     // MARK: Writing
 
     func qualified(_ table: String) -> String { quoteIdentifier(target.schema) + "." + quoteIdentifier(table) }
-
-    func write(_ d: DimensionProjector, _ writes: DimensionProjector.Writes) throws {
-        let table = qualified(d.spec.table)
-        if !writes.removed.isEmpty {
-            try connection.query("DELETE FROM \(table) WHERE \(quoteIdentifier(d.spec.surrogateKey)) = ANY($1::bigint[])", [arrayLiteral(writes.removed.map { String($0) })])
-        }
-        try update(d.layout, writes.updates.map { ([$0[d.keyColumn]], $0) })
-        try copy(writes.inserts, into: table, layout: d.layout)
-    }
-
-    func write(_ f: FactProjector, _ batch: FactProjector.Writes) throws {
-        let table = qualified(f.spec.table)
-        if batch.truncated { try connection.execute("DELETE FROM \(table)") }
-        for (columns, ctx) in batch.cleared {
-            let sets = columns.map { "\(quoteIdentifier(f.layout.columns[$0])) = NULL" } + ["updated_at = $1::timestamptz", "source_lsn = $2::pg_lsn"]
-            let any = columns.map { "\(quoteIdentifier(f.layout.columns[$0])) IS NOT NULL" }.joined(separator: " OR ")
-            try connection.query("UPDATE \(table) SET \(sets.joined(separator: ", ")) WHERE \(any)", [ctx.timestamp, ctx.lsnText])
-        }
-        if !batch.deleted.isEmpty {
-            try connection.query("DELETE FROM \(table) WHERE \(identityMatch(f.layout, prefix: ""))", identityArrays(f.layout, batch.deleted))
-        }
-        if !batch.cascade.isEmpty, let parent = f.spec.deletedWith,
-           let lookup = f.spec.lookups.first(where: { $0.target == .fact(parent) }) {
-            try connection.query("DELETE FROM \(table) WHERE \(quoteIdentifier(lookup.column)) = ANY($1::bigint[])", [arrayLiteral(batch.cascade)])
-        }
-        var updates: [(identity: [String?], row: [String?])] = [], inserts: [[String?]] = []
-        for fact in batch.rows.values where fact.dirty {
-            if fact.existed { updates.append((fact.identity, fact.row)) } else { inserts.append(fact.row) }
-        }
-        try update(f.layout, updates)
-        try copy(inserts, into: table, layout: f.layout)
-        try f.writeEarly(batch.early, connection, schema: target.schema)  // early-arriving milestones (issue 10)
-    }
-
-    /// `(identity columns) IN (SELECT * FROM unnest($1::t1[], ...))`.
-    func identityMatch(_ layout: TableLayout, prefix: String) -> String {
-        let columns = layout.identity.map { prefix + quoteIdentifier(layout.columns[$0]) }.joined(separator: ", ")
-        let arrays = layout.identity.enumerated().map { "$\($0.offset + 1)::\(layout.types[$0.element])[]" }.joined(separator: ", ")
-        return "(\(columns)) IN (SELECT * FROM unnest(\(arrays)))"
-    }
-
-    func identityArrays(_ layout: TableLayout, _ identities: [[String?]]) -> [String?] {
-        layout.identity.indices.map { i in arrayLiteral(identities.map { $0[i] }) }
-    }
-
-    /// Rewrites existing rows: COPY into a session staging table, then one UPDATE ... FROM it.
-    func update(_ layout: TableLayout, _ rows: [(identity: [String?], row: [String?])]) throws {
-        guard !rows.isEmpty else { return }
-        let table = qualified(layout.table)
-        let stage = quoteIdentifier("cdc_stage_" + layout.table)
-        if !stagingCreated.contains(layout.table) {
-            let ids = layout.identity.enumerated().map { "\(quoteIdentifier(layout.columns[$0.element])) AS cdc_id_\($0.offset)" }
-            try connection.execute("CREATE TEMP TABLE IF NOT EXISTS \(stage) ON COMMIT DELETE ROWS AS SELECT \((ids + layout.columns.map(quoteIdentifier)).joined(separator: ", ")) FROM \(table) WITH NO DATA")
-            stagingCreated.insert(layout.table)
-        }
-        // A chunk after the first of a source transaction: the earlier chunk's rows are still staged.
-        if !stagedInTransaction.insert(layout.table).inserted { try connection.execute("TRUNCATE pg_temp.\(stage)") }
-        try copy(rows.map { $0.identity + $0.row }, into: "pg_temp." + stage, columns: layout.identity.indices.map { "cdc_id_\($0)" }.joined(separator: ", ") + ", " + layout.columnList)
-        let sets = layout.columns.map { "\(quoteIdentifier($0)) = s.\(quoteIdentifier($0))" }.joined(separator: ", ")
-        let match = layout.identity.enumerated().map { "t.\(quoteIdentifier(layout.columns[$0.element])) = s.cdc_id_\($0.offset)" }.joined(separator: " AND ")
-        try connection.execute("UPDATE \(table) AS t SET \(sets) FROM pg_temp.\(stage) AS s WHERE \(match)")
-    }
-
-    func copy(_ rows: [[String?]], into table: String, layout: TableLayout) throws {
-        try copy(rows, into: table, columns: layout.columnList)
-    }
-
-    func copy(_ rows: [[String?]], into table: String, columns: String) throws {
-        guard !rows.isEmpty else { return }
-        var next = 0
-        try connection.copyIn("COPY \(table) (\(columns)) FROM STDIN") {
-            guard next < rows.count else { return nil }
-            heartbeat()
-            var chunk: [UInt8] = []
-            chunk.reserveCapacity(256 * 1024)
-            while next < rows.count, chunk.count < 256 * 1024 {
-                TableLayout.appendCopyLine(rows[next], to: &chunk)
-                next += 1
-            }
-            return chunk
-        }
-    }
 }
 
 /// One thread that runs a projector's warehouse writes, one batch at a time, while the caller folds

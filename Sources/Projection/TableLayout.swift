@@ -13,6 +13,9 @@ final class TableLayout {
     let notNull: [Bool]
     /// Columns that identify a row for UPDATE and DELETE: the surrogate key, or the grain.
     let identity: [Int]
+    /// The warehouse's distribution column (Citus), when it is not an identity column: an UPDATE
+    /// never sets it (nor the identity); a row where it changed is deleted and inserted again.
+    var distribution: [Int] = []
 
     init(table: String, columns: [String], identity: [String], catalog: [String: WarehouseColumn]) throws {
         self.table = table

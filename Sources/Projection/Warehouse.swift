@@ -32,6 +32,10 @@ public struct WarehouseError: Error, CustomStringConvertible, Sendable {
         case ddlFailed = "ddl_failed"
         /// The log has not been through `cdc init`.
         case logNotInitialised = "log_not_initialised"
+        /// The mapping is for another engine than the warehouse runs (a Citus mapping on a warehouse
+        /// without the citus extension or without workers), or the schema's distribution cannot be
+        /// written by cdc.
+        case engineMismatch = "engine_mismatch"
         /// Anything else.
         case other
 
@@ -83,12 +87,20 @@ public struct WarehouseTarget: Sendable {
     /// Connects, with cdc's session settings (values read back have the log's text forms) and an
     /// application name.
     public func connect(application: String = "cdc-projector") throws -> PGConnection {
+        let connection: PGConnection
         do {
-            return try PGConnection(conninfo: url, overrides: SessionSettings.sqlOverrides(applicationName: application))
+            connection = try PGConnection(conninfo: url, overrides: SessionSettings.sqlOverrides(applicationName: application))
         } catch let error as PGError {
             throw WarehouseError(error.isAuthenticationFailure ? .warehouseAuthenticationFailed : .warehouseUnreachable,
                                  "cannot connect to the warehouse ([warehouse] url): \(error.message)", underlying: error)
         }
+        do {
+            try Citus.configureSession(connection)
+        } catch let error as PGError {
+            throw WarehouseError(error.kind == .server ? .other : .warehouseUnreachable,
+                                 "cannot set up the warehouse session (Citus connection caching): \(error.messageAndHint)", underlying: error)
+        }
+        return connection
     }
 }
 
@@ -212,6 +224,7 @@ public enum WarehouseSchema {
     @discardableResult
     public static func prepare(_ connection: PGConnection, schema: String, mapping: ProjectionMapping, logSource: String) throws -> Bool {
         let quoted = quoteIdentifier(schema)
+        if mapping.engine == .citus { try Citus.check(connection, mapping: mapping) }
         try connection.execute("BEGIN")
         do {
             let created: Bool
@@ -254,10 +267,13 @@ public enum WarehouseSchema {
             guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
                 throw WarehouseError(.ddlUnreadable, "cannot read DDL file \(file) named by mapping \(mapping.path)")
             }
-            do {
-                try connection.execute(text)
-            } catch let error as PGError {
-                throw WarehouseError(.ddlFailed, "DDL file \(file) failed in schema \(schema): \(error.messageAndHint)", underlying: error)
+            // One statement at a time (see SQLScript: Citus refuses a multi-command CREATE INDEX).
+            for statement in SQLScript.statements(text) {
+                do {
+                    try connection.execute(statement.text)
+                } catch let error as PGError {
+                    throw WarehouseError(.ddlFailed, "DDL file \(file) failed in schema \(schema) at the statement of line \(statement.line): \(error.messageAndHint)", underlying: error)
+                }
             }
         }
     }
@@ -265,10 +281,12 @@ public enum WarehouseSchema {
     /// Drops the non-unique indexes of a fresh schema that the projector itself does not use (it
     /// finds rows by surrogate key, grain and `deleted_with` parent key), so that a bulk replay does
     /// not maintain them row by row. ``restoreIndexes(_:schema:mapping:)`` builds them again, once.
-    /// Returns how many it dropped.
+    /// Returns how many it dropped. (On PostgreSQL the surrogate keys and grains have unique indexes;
+    /// on Citus, where a unique index must include the distribution column, they may be plain ones.)
     public static func deferIndexes(_ connection: PGConnection, schema: String, mapping: ProjectionMapping) throws -> Int {
         var used: [String: Set<String>] = [:]
         for fact in mapping.facts {
+            used[fact.table, default: []].formUnion([fact.surrogateKey, fact.grain.first].compactMap { $0 })
             if let parent = fact.deletedWith, let lookup = fact.lookups.first(where: { $0.target == .fact(parent) }) {
                 used[fact.table, default: []].insert(lookup.column)
             }

@@ -11,8 +11,9 @@ import Glibc
 /// refused with one line before anything is written.
 @Suite(.timeLimit(.minutes(15))) struct ProjectionOperationsTests {
     /// A seeded source (tools/seed.sql) captured by `cdc init`, with a warehouse.
-    static func seeded(_ name: String) throws -> WarehouseWorkspace {
-        let ws = try WarehouseWorkspace(name)
+    static func seeded(_ name: String, mapping: String = WarehouseWorkspace.surgicalMapping,
+                       warehouse: WarehouseWorkspace.WarehouseCreator? = nil) throws -> WarehouseWorkspace {
+        let ws = try WarehouseWorkspace(name, mapping: mapping, warehouse: warehouse)
         do {
             try ws.loadSeed()
             try ws.initialize()

@@ -13,8 +13,12 @@ public final class WarehouseWorkspace: @unchecked Sendable {
 
     /// The source side: its database, cdc.toml and log.
     public let source: CDCWorkspace
-    /// The warehouse database (same server, no source tables).
+    /// The warehouse database (no source tables), on ``warehouseServer``.
     public let warehouseDatabase: String
+    /// The server holding the warehouse: the source's, unless another was given (a Citus coordinator).
+    public let warehouseServer: PostgresServer
+    /// Creates the warehouse database on a server other than the source's (see ``CitusCluster``).
+    public typealias WarehouseCreator = (_ name: String) throws -> (server: PostgresServer, database: String)
     /// The live warehouse schema (`[warehouse] schema`).
     public private(set) var schema: String
     /// `[warehouse] timezone`, or nil to leave the key out (default UTC).
@@ -27,12 +31,19 @@ public final class WarehouseWorkspace: @unchecked Sendable {
     public var directory: String { source.directory }
 
     /// Creates the source database (with the surgical-robotics source schema unless `sourceSchema` is
-    /// false), the warehouse database, and cdc.toml with `[warehouse]`.
+    /// false), the warehouse database (on the same server, or where `warehouse` creates it), and
+    /// cdc.toml with `[warehouse]`.
     public init(_ name: String, server: PostgresServer = .shared, sourceSchema: Bool = true, schema: String = "dw",
-                timezone: String? = nil, mapping: String = WarehouseWorkspace.surgicalMapping) throws {
+                timezone: String? = nil, mapping: String = WarehouseWorkspace.surgicalMapping,
+                warehouse: WarehouseCreator? = nil) throws {
         source = try CDCWorkspace(name, server: server, schema: sourceSchema)
         do {
-            warehouseDatabase = try server.createDatabase(name + "_dw", schema: false)
+            if let warehouse {
+                (warehouseServer, warehouseDatabase) = try warehouse(name + "_dw")
+            } else {
+                warehouseServer = server
+                warehouseDatabase = try server.createDatabase(name + "_dw", schema: false)
+            }
         } catch {
             source.tearDown()
             throw error
@@ -44,7 +55,7 @@ public final class WarehouseWorkspace: @unchecked Sendable {
     }
 
     /// The warehouse's libpq conninfo.
-    public var warehouseURL: String { server.conninfo(database: warehouseDatabase) }
+    public var warehouseURL: String { warehouseServer.conninfo(database: warehouseDatabase) }
 
     /// (Re)writes cdc.toml: the source and log sections of the workspace, then `[warehouse]` with the
     /// given values (the workspace's own for those left nil; `url` replaces the warehouse url only,
@@ -84,12 +95,12 @@ public final class WarehouseWorkspace: @unchecked Sendable {
     /// Runs SQL against the warehouse database (session time zone UTC, ISO dates).
     @discardableResult
     public func dw(_ statement: String) throws -> [[String?]] {
-        try server.execute(statement, database: warehouseDatabase)
+        try warehouseServer.execute(statement, database: warehouseDatabase)
     }
 
     /// The warehouse query's rows, by column name.
     public func dwRecords(_ statement: String) throws -> [WarehouseRow] {
-        let result = try server.connect(database: warehouseDatabase).execute(statement)
+        let result = try warehouseServer.connect(database: warehouseDatabase).execute(statement)
         return (0..<result.rowCount).map { r in
             var values: [String: String?] = [:]
             for c in 0..<result.columnCount { values[result.columnName(c)] = .some(result.value(r, c)) }
@@ -220,7 +231,11 @@ public final class WarehouseWorkspace: @unchecked Sendable {
     /// (columns, indexes, constraints, views), with the schema's own name replaced by `SCHEMA` wherever
     /// a definition names it, so that two schemas built alike compare equal.
     public func dump(schema name: String) throws -> WarehouseDump {
-        let connection = try server.connect(database: warehouseDatabase)
+        try Self.dump(try warehouseServer.connect(database: warehouseDatabase), schema: name)
+    }
+
+    /// ``dump(schema:)`` of schema `name` in the database `connection` is on.
+    public static func dump(_ connection: PGConnection, schema name: String) throws -> WarehouseDump {
         let quoted = try connection.query("SELECT quote_ident($1)", [name]).value(0, 0) ?? name
         // The schema's name where it qualifies another name (not inside a longer identifier).
         let qualifier = try NSRegularExpression(pattern: "(?<![A-Za-z0-9_$\"])" + NSRegularExpression.escapedPattern(for: quoted + "."))
@@ -363,7 +378,7 @@ public final class WarehouseWorkspace: @unchecked Sendable {
     /// Drops the source's slot and both databases and removes the files.
     public func tearDown() {
         source.tearDown()
-        _ = try? server.execute("DROP DATABASE IF EXISTS \(warehouseDatabase) WITH (FORCE)")
+        _ = try? warehouseServer.execute("DROP DATABASE IF EXISTS \(warehouseDatabase) WITH (FORCE)")
     }
 }
 

@@ -1,0 +1,217 @@
+import EventLog
+import Foundation
+import PGClient
+
+/// The statements that write a folded batch into the warehouse, and nothing else: the projector folds,
+/// a writer writes. One implementation per warehouse dialect; the mapping's `engine` picks it
+/// (``WarehouseEngine/writer(connection:schema:projection:)``).
+///
+/// A writer is used from one thread at a time, in this order per batch: ``begin(after:)`` (first chunk
+/// of a source transaction only), the table writes, then ``commit(seq:header:)`` (last chunk only), or
+/// ``rollback()`` after any failure. Everything between `begin` and `commit` is one warehouse
+/// transaction: readers see the warehouse before the batch or after it.
+///
+/// A dialect for an engine without `COPY FROM STDIN` or enforced keys (Redshift: files staged on S3,
+/// `COPY ... FROM 's3://...'`, deduplication per key and `MERGE`) implements the same four steps; see
+/// schemas/warehouse/README.md.
+protocol WarehouseWriter: AnyObject {
+    /// Opens the batch's warehouse transaction and locks the checkpoint row; throws
+    /// ``WarehouseError/Code/checkpointMoved`` unless the checkpoint is at log record `after`.
+    func begin(after: UInt64) throws
+    /// A dimension's writes: removed versions, rewritten versions, new versions.
+    func write(_ dimension: DimensionProjector, _ writes: DimensionProjector.Writes) throws
+    /// A fact's writes: truncate, cleared milestones, deletes, cascades, rewritten rows, new rows and
+    /// early-arriving milestones.
+    func write(_ fact: FactProjector, _ writes: FactProjector.Writes) throws
+    /// Moves the checkpoint to log record `seq` (with its commit LSN and time) and commits.
+    func commit(seq: UInt64, header: RecordHeader) throws
+    /// Rolls the open transaction back, if any (errors ignored: the connection may be gone).
+    func rollback()
+    /// Called as the writes make progress (every statement and COPY buffer).
+    var heartbeat: () -> Void { get set }
+}
+
+/// The SQL of PostgreSQL, which Citus runs unchanged: rows go in by `COPY ... FROM STDIN`; rewritten
+/// rows are copied into a session staging table and applied by one `UPDATE ... FROM (SELECT ... FROM
+/// staging)` per table. Three rules make it run on Citus too:
+/// - the staging table is joined through a subquery (Citus cannot join a temporary table in
+///   `UPDATE ... FROM` directly: "relation ... is not distributed"; a subquery over it becomes an
+///   intermediate result sent to the workers);
+/// - an UPDATE never sets an identity column (surrogate key or grain) or a distribution column: a
+///   row whose identity or distribution column changed is deleted and inserted again (Citus: "modifying
+///   the partition value of rows is not allowed");
+/// - DDL is sent one statement at a time (``SQLScript``).
+final class PostgresWriter: WarehouseWriter {
+    let connection: PGConnection
+    let schema: String
+    let projection: String
+    var heartbeat: () -> Void = {}
+    /// Staging tables created on this session (kept across transactions: ON COMMIT DELETE ROWS).
+    private var stagingCreated: Set<String> = []
+    /// Staging tables filled in the open warehouse transaction (ON COMMIT DELETE ROWS empties them only
+    /// at its end): emptied before the next chunk fills them again.
+    private var stagedInTransaction: Set<String> = []
+
+    init(connection: PGConnection, schema: String, projection: String) {
+        self.connection = connection
+        self.schema = schema
+        self.projection = projection
+    }
+
+    func qualified(_ table: String) -> String { quoteIdentifier(schema) + "." + quoteIdentifier(table) }
+
+    func begin(after: UInt64) throws {
+        try connection.execute("BEGIN")
+        let locked = try connection.query("SELECT last_seq FROM \(quoteIdentifier(schema)).cdc_checkpoint WHERE projection = $1 FOR UPDATE", [projection])
+        guard locked.rowCount == 1, UInt64(locked.value(0, 0) ?? "") == after else {
+            throw WarehouseError(.checkpointMoved, "the checkpoint of warehouse schema \(schema) moved under the projector (expected log record \(after), found \(locked.rowCount == 1 ? locked.value(0, 0) ?? "NULL" : "no row")): another projector writes it, or the schema was swapped")
+        }
+    }
+
+    func commit(seq: UInt64, header: RecordHeader) throws {
+        try connection.query("UPDATE \(quoteIdentifier(schema)).cdc_checkpoint SET last_seq = $2, last_lsn = $3, last_commit_time = $4 WHERE projection = $1",
+                             [projection, String(seq), header.lsn.description, header.commitTime.map { rfc3339(microseconds: $0) }])
+        try connection.execute("COMMIT")
+        stagedInTransaction = []
+    }
+
+    func rollback() {
+        _ = try? connection.execute("ROLLBACK")
+        stagedInTransaction = []
+    }
+
+    func write(_ d: DimensionProjector, _ writes: DimensionProjector.Writes) throws {
+        let table = qualified(d.spec.table)
+        if !writes.removed.isEmpty {
+            try connection.query("DELETE FROM \(table) WHERE \(quoteIdentifier(d.spec.surrogateKey)) = ANY($1::bigint[])", [arrayLiteral(writes.removed.map { String($0) })])
+            heartbeat()
+        }
+        try update(d.layout, writes.updates.map { ([$0[d.keyColumn]], $0) })
+        try copy(writes.inserts, into: table, columns: d.layout.columnList)
+    }
+
+    func write(_ f: FactProjector, _ batch: FactProjector.Writes) throws {
+        let table = qualified(f.spec.table)
+        let layout = f.layout
+        if batch.truncated { try connection.execute("DELETE FROM \(table)") }
+        for (columns, ctx) in batch.cleared {
+            let sets = columns.map { "\(quoteIdentifier(layout.columns[$0])) = NULL" } + ["updated_at = $1::timestamptz", "source_lsn = $2::pg_lsn"]
+            let any = columns.map { "\(quoteIdentifier(layout.columns[$0])) IS NOT NULL" }.joined(separator: " OR ")
+            try connection.query("UPDATE \(table) SET \(sets.joined(separator: ", ")) WHERE \(any)", [ctx.timestamp, ctx.lsnText])
+            heartbeat()
+        }
+        var updates: [(identity: [String?], row: [String?])] = [], inserts: [[String?]] = []
+        var deleted = batch.deleted
+        for fact in batch.rows.values where fact.dirty {
+            guard fact.existed else { inserts.append(fact.row); continue }
+            if layout.identity.map({ fact.row[$0] }) != fact.identity || layout.distribution.map({ fact.row[$0] }) != fact.storedDistribution {
+                // Identity or distribution column changed: an UPDATE may not set it (Citus refuses it), so
+                // the row is deleted and inserted again.
+                deleted.append(fact.identity)
+                inserts.append(fact.row)
+            } else {
+                updates.append((fact.identity, fact.row))
+            }
+        }
+        if !deleted.isEmpty {
+            try connection.query("DELETE FROM \(table) WHERE \(identityMatch(layout))", identityArrays(layout, deleted))
+            heartbeat()
+        }
+        if !batch.cascade.isEmpty, let parent = f.spec.deletedWith,
+           let lookup = f.spec.lookups.first(where: { $0.target == .fact(parent) }) {
+            try connection.query("DELETE FROM \(table) WHERE \(quoteIdentifier(lookup.column)) = ANY($1::bigint[])", [arrayLiteral(batch.cascade)])
+            heartbeat()
+        }
+        try update(layout, updates)
+        try copy(inserts, into: table, columns: layout.columnList)
+        try writeEarly(f, batch.early)
+    }
+
+    /// `(identity columns) IN (SELECT * FROM unnest($1::t1[], ...))`.
+    func identityMatch(_ layout: TableLayout) -> String {
+        let columns = layout.identity.map { quoteIdentifier(layout.columns[$0]) }.joined(separator: ", ")
+        let arrays = layout.identity.enumerated().map { "$\($0.offset + 1)::\(layout.types[$0.element])[]" }.joined(separator: ", ")
+        return "(\(columns)) IN (SELECT * FROM unnest(\(arrays)))"
+    }
+
+    func identityArrays(_ layout: TableLayout, _ identities: [[String?]]) -> [String?] {
+        layout.identity.indices.map { i in arrayLiteral(identities.map { $0[i] }) }
+    }
+
+    /// Rewrites existing rows: COPY into a session staging table, then one UPDATE from a subquery over
+    /// it, setting every column but the identity and distribution columns (which the caller has
+    /// checked are unchanged).
+    func update(_ layout: TableLayout, _ rows: [(identity: [String?], row: [String?])]) throws {
+        guard !rows.isEmpty else { return }
+        let stage = quoteIdentifier("cdc_stage_" + layout.table)
+        let ids = layout.identity.indices.map { "cdc_id_\($0)" }
+        if !stagingCreated.contains(layout.table) {
+            // Declared from the layout's types, not `AS SELECT ... FROM` the table: a temporary table
+            // made from a distributed one would be planned as a distributed query.
+            let definitions = zip(ids, layout.identity.map { layout.types[$0] }).map { "\($0) \($1)" }
+                + zip(layout.columns, layout.types).map { "\(quoteIdentifier($0)) \($1)" }
+            try connection.execute("CREATE TEMP TABLE IF NOT EXISTS \(stage) (\(definitions.joined(separator: ", "))) ON COMMIT DELETE ROWS")
+            stagingCreated.insert(layout.table)
+        }
+        // A chunk after the first of a source transaction: the earlier chunk's rows are still staged.
+        if !stagedInTransaction.insert(layout.table).inserted { try connection.execute("TRUNCATE pg_temp.\(stage)") }
+        try copy(rows.map { $0.identity + $0.row }, into: "pg_temp." + stage, columns: (ids + [layout.columnList]).joined(separator: ", "))
+        let fixed = Set(layout.identity + layout.distribution)
+        let sets = layout.columns.indices.filter { !fixed.contains($0) }.map { layout.columns[$0] }
+            .map { "\(quoteIdentifier($0)) = s.\(quoteIdentifier($0))" }.joined(separator: ", ")
+        guard !sets.isEmpty else { return }
+        let match = layout.identity.enumerated().map { "t.\(quoteIdentifier(layout.columns[$0.element])) = s.cdc_id_\($0.offset)" }.joined(separator: " AND ")
+        let staged = (ids + layout.columns.map(quoteIdentifier)).joined(separator: ", ")
+        try connection.execute("UPDATE \(qualified(layout.table)) AS t SET \(sets) FROM (SELECT \(staged) FROM pg_temp.\(stage)) AS s WHERE \(match)")
+        heartbeat()
+    }
+
+    func copy(_ rows: [[String?]], into table: String, columns: String) throws {
+        guard !rows.isEmpty else { return }
+        var next = 0
+        try connection.copyIn("COPY \(table) (\(columns)) FROM STDIN") {
+            guard next < rows.count else { return nil }
+            heartbeat()
+            var chunk: [UInt8] = []
+            chunk.reserveCapacity(256 * 1024)
+            while next < rows.count, chunk.count < 256 * 1024 {
+                TableLayout.appendCopyLine(rows[next], to: &chunk)
+                next += 1
+            }
+            return chunk
+        }
+    }
+
+    /// The batch's changes to `cdc_early_arrivals` (milestones waiting for their fact row).
+    func writeEarly(_ f: FactProjector, _ writes: EarlyArrival.Writes) throws {
+        let table = quoteIdentifier(schema) + ".cdc_early_arrivals"
+        let milestones = f.milestones
+        if !writes.cleared.isEmpty {
+            try connection.query("DELETE FROM \(table) WHERE fact_table = $1 AND milestone = ANY($2::text[])", [f.spec.table, arrayLiteral(writes.cleared)])
+        }
+        if !writes.deleted.isEmpty {
+            let list = "[" + writes.deleted.map { key in
+                "{\"milestone\":\(EarlyArrival.json(milestones[key.milestone].spec.source)),\"grain\":\(EarlyArrival.json(key.grain))}"
+            }.joined(separator: ",") + "]"
+            try connection.query("""
+                DELETE FROM \(table) e USING jsonb_to_recordset($2::jsonb) AS d(milestone text, grain jsonb)
+                WHERE e.fact_table = $1 AND e.milestone = d.milestone AND e.grain = d.grain
+                """, [f.spec.table, list])
+        }
+        if !writes.inserted.isEmpty {
+            let list = "[" + writes.inserted.map { key, entry in
+                let columns = milestones[key.milestone].spec.columns
+                let values = zip(columns, entry.values).compactMap { column, value in
+                    value.map { EarlyArrival.json(column) + ":" + EarlyArrival.json($0) }
+                }
+                return "{\"milestone\":\(EarlyArrival.json(milestones[key.milestone].spec.source)),\"grain\":\(EarlyArrival.json(key.grain)),"
+                    + "\"v\":{\(values.joined(separator: ","))},\"lsn\":\(EarlyArrival.json(entry.lsn)),\"time\":\(EarlyArrival.json(entry.time))}"
+            }.joined(separator: ",") + "]"
+            try connection.query("""
+                INSERT INTO \(table) (fact_table, milestone, grain, milestone_values, source_lsn, commit_time)
+                SELECT $1, d.milestone, d.grain, d.v, d.lsn::pg_lsn, d.time::timestamptz
+                FROM jsonb_to_recordset($2::jsonb) AS d(milestone text, grain jsonb, v jsonb, lsn text, time text)
+                """, [f.spec.table, list])
+        }
+    }
+}
