@@ -7,10 +7,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from . import capture, freshness, replay, report, scale
+from . import capture, citus, freshness, replay, report, scale
 from .common import ROOT, BenchError, Workspace, build_cdc, machine, say
 
-PARTS = {"capture": capture, "freshness": freshness, "replay": replay, "scale": scale}
+PARTS = {"capture": capture, "citus": citus, "freshness": freshness, "replay": replay, "scale": scale}
 
 
 def main(argv: list[str]) -> int:
@@ -19,7 +19,7 @@ def main(argv: list[str]) -> int:
         description="cdc's benchmarks, each against a reference measured in the same run; writes "
                     "OUT/report.md, OUT/results.json and PNG charts.")
     parser.add_argument("part", nargs="?", default="all", choices=sorted(PARTS) + ["all"],
-                        help="what to measure (default: all of them)")
+                        help="what to measure (default: all of them; citus only where Citus is installed)")
     parser.add_argument("--quick", action="store_true", help="small sizes, one repetition: a run of a few minutes")
     parser.add_argument("--cdc", type=Path, help="this cdc binary (default: swift build -c release --product cdc)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-report", help="report directory (default: bench-report/)")
@@ -64,6 +64,8 @@ def main(argv: list[str]) -> int:
             results["replay"] = replay.run(ws, events=args.events or (100_000 if args.quick else 1_000_000), reps=reps)
         if "scale" in parts:
             results["scale"] = scale.run(ws, sizes=sizes)
+        if "citus" in parts:
+            results["citus"] = citus.run(ws, duration_s=args.duration or (10 if args.quick else 30), poll_ms=args.poll_ms, reps=reps)
     finally:
         ws.close()
     path = report.write(args.out, results)

@@ -230,13 +230,18 @@ class Workspace:
             shutil.rmtree(self.directory, ignore_errors=True)
 
     def write_config(self, name: str, database: str, *, log: str, slot: str | None = None,
-                     publication: str | None = None, warehouse: str | None = None, extra: str = "") -> Path:
+                     publication: str | None = None, warehouse: str | None = None, warehouse_url: str | None = None,
+                     mapping: Path | None = None, extra: str = "") -> Path:
+        """cdc.toml for source database `database` of the workspace's cluster; the warehouse is database
+        `warehouse` of that cluster, or `warehouse_url`, with `mapping` (default: the PostgreSQL one)."""
         path = self.path(f"{name}.toml")
         text = (f'[source]\nurl = "{self.pg.conninfo(database)}"\nslot = "{slot or name}"\n'
                 f'publication = "{publication or name}"\n')
         text += f'[log]\npath = "{self.path(log)}"\n'
-        if warehouse:
-            text += f'[warehouse]\nurl = "{self.pg.conninfo(warehouse)}"\nmapping = "{ROOT}/schemas/projections/surgical-robotics.toml"\n'
+        url = warehouse_url or (self.pg.conninfo(warehouse) if warehouse else None)
+        if url:
+            mapping = mapping or ROOT / "schemas/projections/surgical-robotics.toml"
+            text += f'[warehouse]\nurl = "{url}"\nmapping = "{mapping}"\n'
         path.write_text(text + extra)
         return path
 

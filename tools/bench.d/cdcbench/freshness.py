@@ -13,6 +13,7 @@ kept too). Source, warehouse and sampler share this machine's clock."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import math
@@ -20,7 +21,9 @@ import subprocess
 import threading
 import time
 
-from .common import BenchError, ROOT, Workspace, say, timed
+from pathlib import Path
+
+from .common import BenchError, ROOT, Sandbox, Workspace, say, timed
 
 
 def commit_ns(text: str) -> int:
@@ -37,11 +40,13 @@ def percentile(values: list[float], q: float) -> float | None:
 
 class Sampler(threading.Thread):
     """Polls the warehouse for new fact_procedures rows; seen[procedure_id] = (previous poll's start, this
-    poll's end), wall clock ns."""
+    poll's end), wall clock ns. Each poll reads the keys above the highest one seen a second ago, not
+    above the highest seen: on Citus a batch becomes visible worker by worker (two-phase commit), so a
+    poll can see a key of one worker before lower keys of the other."""
 
-    def __init__(self, ws: Workspace, last_key: int, interval_s: float):
+    def __init__(self, warehouse: Warehouse, last_key: int, interval_s: float):
         super().__init__(daemon=True)
-        self.connection = ws.pg.connect("wh")
+        self.connection = warehouse.sandbox.connect(warehouse.database)
         self.last_key, self.interval_s = last_key, interval_s
         self.seen: dict[str, tuple[int, int]] = {}
         self.gaps: list[int] = []
@@ -52,15 +57,20 @@ class Sampler(threading.Thread):
         try:
             previous = time.time_ns()
             due = time.monotonic()
+            floor, highest = self.last_key, [(time.monotonic(), self.last_key)]  # (when, highest key seen then)
             while not self.stop.is_set():
                 start = time.time_ns()
+                while len(highest) > 1 and highest[1][0] < time.monotonic() - 1.0:
+                    highest.pop(0)
+                floor = highest[0][1]
                 rows = self.connection.execute(
                     "SELECT procedure_key, procedure_id FROM dw.fact_procedures WHERE procedure_key > %s ORDER BY procedure_key",
-                    (self.last_key,)).fetchall()
+                    (floor,)).fetchall()
                 end = time.time_ns()
                 for key, procedure in rows:
                     self.seen.setdefault(procedure, (previous, end))
                     self.last_key = max(self.last_key, key)
+                highest.append((time.monotonic(), self.last_key))
                 self.gaps.append(start - previous)
                 previous = start
                 due += self.interval_s
@@ -82,7 +92,7 @@ def status(ws: Workspace, config) -> dict:
     return json.loads(out.stdout)
 
 
-def wait_projected(ws: Workspace, config, end_lsn: str | None, timeout_s: float) -> float:
+def wait_projected(ws: Workspace, config, end_lsn: str | None, timeout_s: float, err_path) -> float:
     """Seconds until the log has everything up to `end_lsn` and the warehouse is at the log's head."""
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
@@ -92,7 +102,7 @@ def wait_projected(ws: Workspace, config, end_lsn: str | None, timeout_s: float)
         if caught_up and (end_lsn is None or lsn(log["resume_lsn"]) >= lsn(end_lsn)):
             return time.monotonic() - started
         time.sleep(0.1)
-    raise BenchError(f"the warehouse did not reach the log's head within {timeout_s:.0f} s (see {ws.path('cdc-fresh.err')})")
+    raise BenchError(f"the warehouse did not reach the log's head within {timeout_s:.0f} s (see {err_path})")
 
 
 def lsn(text: str) -> int:
@@ -100,41 +110,68 @@ def lsn(text: str) -> int:
     return int(hi, 16) << 32 | int(lo, 16)
 
 
-def run(ws: Workspace, *, rates: list[int | None], duration_s: int, poll_ms: int) -> dict:
+@dataclasses.dataclass
+class Warehouse:
+    """Where the freshness run projects: a database of a sandbox (made by the caller, or database `wh` of the
+    workspace's cluster, created and dropped by the run), with a mapping."""
+    sandbox: Sandbox
+    database: str
+    mapping: Path
+    name: str = "fresh"
+
+
+def run(ws: Workspace, *, rates: list[int | None], duration_s: int, poll_ms: int,
+        warehouse: Warehouse | None = None, keep: bool = False) -> dict:
+    """Freshness at each rate; with `keep`, the source, log and warehouse stay for the caller (who drops them)."""
     pg = ws.pg
-    say(f"freshness: rates {', '.join(str(r) if r else 'max' for r in rates)} tx/s, {duration_s} s each, "
+    own = warehouse is None
+    warehouse = warehouse or Warehouse(pg, "wh", ROOT / "schemas/projections/surgical-robotics.toml")
+    name = warehouse.name
+    say(f"freshness ({name}): rates {', '.join(str(r) if r else 'max' for r in rates)} tx/s, {duration_s} s each, "
         f"dw.fact_procedures polled every {poll_ms} ms")
     pg.make_source("src")
-    pg.execute("postgres", "CREATE DATABASE wh")
-    config = ws.write_config("cdc-fresh", "src", log="log-fresh", slot="cdc_fresh", publication="cdc_fresh", warehouse="wh")
-    ws.cdc(["init", "--config", str(config)], stderr_to=ws.path("cdc-fresh.err"), what="cdc init")
-    err = open(ws.path("cdc-fresh.err"), "a")
+    if own:
+        pg.execute("postgres", "CREATE DATABASE wh")
+    config = ws.write_config(f"cdc-{name}", "src", log=f"log-{name}", slot=f"cdc_{name}", publication=f"cdc_{name}",
+                             warehouse_url=warehouse.sandbox.conninfo(warehouse.database), mapping=warehouse.mapping)
+    err_path = ws.path(f"cdc-{name}.err")
+    ws.cdc(["init", "--config", str(config)], stderr_to=err_path, what="cdc init")
+    err = open(err_path, "a")
     process = subprocess.Popen([str(ws.cdc_path), "run", "--config", str(config)], stderr=err)
     ws.background.append(process)
-    initial = wait_projected(ws, config, None, 300)
+    initial = wait_projected(ws, config, None, 300, err_path)
     say(f"  snapshot projected {initial:.1f} s after cdc run started")
     phases = []
     for rate in rates:
         if process.poll() is not None:
-            raise BenchError(f"cdc run exited with status {process.returncode} (see {ws.path('cdc-fresh.err')})")
-        phases.append(phase(ws, config, rate, duration_s, poll_ms))
+            raise BenchError(f"cdc run exited with status {process.returncode} (see {err_path})")
+        phases.append(phase(ws, config, rate, duration_s, poll_ms, warehouse))
     process.terminate()
     process.wait(timeout=60)
     err.close()
     if process.returncode != 0:
-        raise BenchError(f"cdc run exited with status {process.returncode} at SIGTERM (see {ws.path('cdc-fresh.err')})")
-    pg.execute("postgres", "DROP DATABASE wh")
-    pg.execute("src", "SELECT pg_drop_replication_slot('cdc_fresh')")
-    pg.execute("postgres", "DROP DATABASE src")
-    return {"duration_s": duration_s, "poll_ms": poll_ms, "snapshot_projection_s": round(initial, 2), "phases": phases}
+        raise BenchError(f"cdc run exited with status {process.returncode} at SIGTERM (see {err_path})")
+    result = {"duration_s": duration_s, "poll_ms": poll_ms, "snapshot_projection_s": round(initial, 2), "phases": phases}
+    if keep:
+        result["config"] = str(config)
+        return result
+    if own:
+        pg.execute("postgres", "DROP DATABASE wh")
+    drop_source(ws, name)
+    return result
 
 
-def phase(ws: Workspace, config, rate: int | None, duration_s: int, poll_ms: int) -> dict:
+def drop_source(ws: Workspace, name: str) -> None:
+    ws.pg.execute("src", f"SELECT pg_drop_replication_slot('cdc_{name}')")
+    ws.pg.execute("postgres", "DROP DATABASE src")
+
+
+def phase(ws: Workspace, config, rate: int | None, duration_s: int, poll_ms: int, warehouse: Warehouse) -> dict:
     pg = ws.pg
     label = f"{rate} tx/s" if rate else "max rate"
     head_before = status(ws, config)["log"]["head_seq"]
-    last_key = pg.query("wh", "SELECT coalesce(max(procedure_key), 0) FROM dw.fact_procedures")[0][0]
-    sampler = Sampler(ws, last_key, poll_ms / 1000)
+    last_key = warehouse.sandbox.query(warehouse.database, "SELECT coalesce(max(procedure_key), 0) FROM dw.fact_procedures")[0][0]
+    sampler = Sampler(warehouse, last_key, poll_ms / 1000)
     sampler.start()
     time.sleep(0.5)
     clients = 4 if rate else 8
@@ -147,7 +184,7 @@ def phase(ws: Workspace, config, rate: int | None, duration_s: int, poll_ms: int
         timed(args, stdout=out, stderr=out, env=pg.process_env("src"), what="tools/workload")
     tps = next((float(line.split()[2]) for line in workload_out.read_text().splitlines() if line.startswith("tps = ")), None)
     end = pg.query("src", "SELECT pg_current_wal_lsn()::text")[0][0]
-    catch_up = wait_projected(ws, config, end, 120)
+    catch_up = wait_projected(ws, config, end, 120, ws.path(f"cdc-{warehouse.name}.err"))
     time.sleep(0.2)
     sampler.stop.set()
     sampler.join()
@@ -155,7 +192,7 @@ def phase(ws: Workspace, config, rate: int | None, duration_s: int, poll_ms: int
         raise BenchError(f"the warehouse sampler failed: {sampler.error}")
     head_after = status(ws, config)["log"]["head_seq"]
 
-    export = ws.cdc(["log", "export", "--log", str(ws.path("log-fresh")), "--format", "jsonl", "--from", str(head_before + 1),
+    export = ws.cdc(["log", "export", "--log", str(ws.path(f"log-{warehouse.name}")), "--format", "jsonl", "--from", str(head_before + 1),
                      "--to", str(head_after), "--table", "public.surgical_procedures", "--op", "insert,delete"])
     transactions: dict[tuple, list] = {}
     deleted = set()

@@ -34,6 +34,8 @@ def write(out: Path, results: dict) -> Path:
         lines += replay_section(out, results["replay"])
     if "scale" in results:
         lines += scale_section(out, results["scale"])
+    if "citus" in results:
+        lines += citus_section(results["citus"])
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -211,3 +213,29 @@ def save(figure, path: Path) -> None:
 
 def fmt(value, spec: str = ".0f") -> str:
     return "-" if value is None else format(value, spec)
+
+
+def citus_section(c: dict) -> list[str]:
+    lines = ["## Citus: the warehouse distributed, against plain PostgreSQL", ""]
+    if "skipped" in c:
+        return lines + [f"Skipped: {c['skipped']} (README.md, \"Citus\").", ""]
+    pg, ci = c["freshness"]["postgresql"]["phases"][0], c["freshness"]["citus"]["phases"][0]
+    lines += [
+        f"Citus {c['citus_version']}, a coordinator and {c['workers']} workers on this machine, {c['shards']} shards; the same",
+        f"source workload at {c['rate']} tx/s projected by `cdc run` into plain PostgreSQL (surgical-robotics.toml) and",
+        "into Citus (surgical-robotics-citus.toml), one after the other; then the Citus run's log replayed into a new",
+        f"schema of each (median of {c['reps']}), the two replays checked row for row (identical).",
+        "",
+        "| warehouse | source tx/s | transactions measured | p50 ms | p99 ms | max ms | replay s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        f"| PostgreSQL | {fmt(pg['workload_tps'])} | {pg['measured']:,} | {fmt(pg['freshness_ms']['p50'], '.1f')} | {fmt(pg['freshness_ms']['p99'], '.1f')} "
+        f"| {fmt(pg['freshness_ms']['max'], '.1f')} | {c['replay']['median_s']['postgresql']:.2f} |",
+        f"| Citus | {fmt(ci['workload_tps'])} | {ci['measured']:,} | {fmt(ci['freshness_ms']['p50'], '.1f')} | {fmt(ci['freshness_ms']['p99'], '.1f')} "
+        f"| {fmt(ci['freshness_ms']['max'], '.1f')} | {c['replay']['median_s']['citus']:.2f} |",
+        f"| **Citus / PostgreSQL** | | | **{fmt(c['freshness_ratio']['p50'], '.2f')}** | **{fmt(c['freshness_ratio']['p99'], '.2f')}** "
+        f"| {fmt(c['freshness_ratio']['max'], '.2f')} | **{c['replay']['ratio_citus_over_postgresql']:.2f}** |",
+        "",
+        f"Replayed log: {c['replay']['records']:,} records.",
+        "",
+    ]
+    return lines
