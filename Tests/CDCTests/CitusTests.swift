@@ -49,13 +49,31 @@ struct CitusTests {
         return answers
     }
 
-    /// Changes that move telemetry rows to another procedure: their procedure_key, the facts'
-    /// distribution column, changes (a row moved to another shard: deleted and inserted again).
-    static func movingChanges(_ ws: WarehouseWorkspace) throws {
+    /// Changes to telemetry rows: three move to another procedure (their procedure_key, the facts'
+    /// distribution column, changes: the row moves to another shard, deleted and inserted again) and
+    /// three change in place (an UPDATE, which may not set procedure_key). Returns their telemetry ids.
+    static func telemetryChanges(_ ws: WarehouseWorkspace) throws -> [String] {
+        let ids = try ws.sql("SELECT telemetry_id::text FROM procedure_telemetry ORDER BY telemetry_id DESC LIMIT 6").map { $0[0]! }
+        try #require(ids.count == 6)
         try ws.change("""
             UPDATE procedure_telemetry SET procedure_id = (SELECT min(procedure_id) FROM surgical_procedures)
-            WHERE telemetry_id IN (SELECT telemetry_id FROM procedure_telemetry ORDER BY telemetry_id DESC LIMIT 3)
+            WHERE telemetry_id IN (\(ids[0..<3].joined(separator: ", ")))
             """)
+        try ws.change("UPDATE procedure_telemetry SET tool_type = 'cdc-moved-test' WHERE telemetry_id IN (\(ids[3..<6].joined(separator: ", ")))")
+        return ids
+    }
+
+    /// The telemetry rows `ids` in the warehouse are the source's: each joined (by procedure_key, the
+    /// distribution column) to the fact of its current procedure, with its current tool_type.
+    static func expectTelemetryFollowsTheSource(_ ws: WarehouseWorkspace, _ ids: [String], sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let list = ids.joined(separator: ", ")
+        let source = try ws.sql("SELECT telemetry_id::text, procedure_id, tool_type FROM procedure_telemetry WHERE telemetry_id IN (\(list)) ORDER BY 1")
+        let warehouse = try ws.dw("""
+            SELECT t.telemetry_id::text, p.procedure_id, t.tool_type FROM \(ws.schema).fact_procedure_telemetry t
+            JOIN \(ws.schema).fact_procedures p USING (procedure_key) WHERE t.telemetry_id IN (\(list)) ORDER BY 1
+            """)
+        #expect(source.count >= 4, "the changed telemetry rows are still there", sourceLocation: sourceLocation)
+        #expect(warehouse == source, "moved and updated telemetry rows follow the source", sourceLocation: sourceLocation)
     }
 
     @Test func initCreatesReferenceDimensionsAndFactsDistributedAndColocatedByProcedureKey() throws {
@@ -92,17 +110,13 @@ struct CitusTests {
         #expect(live.waitForLog("streaming"), "\(live.stderr)")
         try ws.workload(["--transactions", "300", "--clients", "2"])
         try ProjectionOperationsTests.historyMakingChanges(ws, round: 1)
-        try Self.movingChanges(ws)
+        let changed = try Self.telemetryChanges(ws)
         try ws.workload(["--transactions", "150", "--clients", "2"])
         live.send(SIGTERM)
         #expect(live.wait().status == 0, "\(live.stderr)")
         try ProjectionOperationsTests.historyMakingChanges(ws, round: 2)
         try ws.run()
-        let moved = try ws.dw("""
-            SELECT t.procedure_id = p.procedure_id FROM dw.fact_procedure_telemetry t JOIN dw.fact_procedures p USING (procedure_key)
-            WHERE t.telemetry_id IN (SELECT telemetry_id FROM dw.fact_procedure_telemetry ORDER BY telemetry_id DESC LIMIT 3)
-            """)
-        #expect(moved.count == 3 && moved.allSatisfy { $0[0] == "t" }, "moved telemetry rows point at their new procedure: \(moved)")
+        try Self.expectTelemetryFollowsTheSource(ws, changed)
 
         try ws.replay(schema: "rebuilt")
         #expect(try Self.distribution(ws, schema: "rebuilt")["fact_procedure_telemetry"]?.column == "procedure_key", "the replay distributes its tables too")
@@ -151,8 +165,9 @@ struct CitusTests {
             #expect(run.wait().status == 128 + SIGKILL, "round \(round): \(run.stderr)")
         }
         #expect(Shell.wait(load) == 0)
-        try Self.movingChanges(ws)
+        let changed = try Self.telemetryChanges(ws)
         try ws.run()
+        try Self.expectTelemetryFollowsTheSource(ws, changed)
         try ws.replay(schema: "rebuilt")
         try ProjectionOperationsTests.expectIdentical(ws, "dw", "rebuilt")
         #expect(try ws.count("fact_procedures") == Int(try ws.sql("SELECT count(*) FROM surgical_procedures")[0][0] ?? ""))
