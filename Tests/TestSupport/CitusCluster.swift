@@ -42,7 +42,12 @@ public final class CitusCluster: @unchecked Sendable {
     nonisolated(unsafe) static var sharedForCleanup: CitusCluster?
 
     static func start() throws -> CitusCluster {
-        let settings = ["shared_preload_libraries = 'citus'"]
+        // Connections: a worker's max_connections serves all the test databases at once (each with its
+        // maintenance daemon, cdc sessions caching their worker connections, the tests' own queries).
+        // A full parallel run once failed a citus_add_node with "failure on connection marked as
+        // essential" under the sandbox's 100 (the worker's log was gone: too many connections is the
+        // likely cause, not a proven one), so the nodes get room for more.
+        let settings = ["shared_preload_libraries = 'citus'", "max_connections = 300"]
         let coordinator = try PostgresServer.start(name: "citus-coordinator", extraSettings: settings)
         var workers: [PostgresServer] = []
         for i in 1...2 { workers.append(try PostgresServer.start(name: "citus-worker\(i)", extraSettings: settings)) }
