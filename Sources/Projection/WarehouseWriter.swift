@@ -32,8 +32,9 @@ protocol WarehouseWriter: AnyObject {
 }
 
 /// The SQL of PostgreSQL, which Citus runs unchanged: rows go in by `COPY ... FROM STDIN`; rewritten
-/// rows are copied into a session staging table and applied by one `UPDATE ... FROM (SELECT ... FROM
-/// staging)` per table. Three rules make it run on Citus too:
+/// rows are applied by one `UPDATE ... FROM (subquery)` per table, the subquery unnesting parameter
+/// arrays (small batches) or reading a COPY-filled session staging table. Three rules make it run on
+/// Citus too:
 /// - the staging table is joined through a subquery (Citus cannot join a temporary table in
 ///   `UPDATE ... FROM` directly: "relation ... is not distributed"; a subquery over it becomes an
 ///   intermediate result sent to the workers);
@@ -138,31 +139,54 @@ final class PostgresWriter: WarehouseWriter {
         layout.identity.indices.map { i in arrayLiteral(identities.map { $0[i] }) }
     }
 
-    /// Rewrites existing rows: COPY into a session staging table, then one UPDATE from a subquery over
-    /// it, setting every column but the identity and distribution columns (which the caller has
-    /// checked are unchanged).
+    /// Rows an UPDATE takes as parameter arrays (`unnest`); more go through a staging table.
+    static let arrayUpdateLimit = 500
+
+    /// Rewrites existing rows with one UPDATE from a subquery, setting every column but the identity
+    /// and distribution columns (which the caller has checked are unchanged). Up to
+    /// ``arrayUpdateLimit`` rows (a live micro-batch) the subquery unnests parameter arrays, one per
+    /// column: one statement, and on Citus no intermediate result to ship to every node first
+    /// (measured: freshness at 200 tx/s ~23% lower on Citus, ~8% on PostgreSQL). More rows (a replay, a
+    /// huge transaction) are COPYed into a session staging table that the subquery reads.
     func update(_ layout: TableLayout, _ rows: [(identity: [String?], row: [String?])]) throws {
         guard !rows.isEmpty else { return }
-        let stage = quoteIdentifier("cdc_stage_" + layout.table)
-        let ids = layout.identity.indices.map { "cdc_id_\($0)" }
-        if !stagingCreated.contains(layout.table) {
-            // Declared from the layout's types, not `AS SELECT ... FROM` the table: a temporary table
-            // made from a distributed one would be planned as a distributed query.
-            let definitions = zip(ids, layout.identity.map { layout.types[$0] }).map { "\($0) \($1)" }
-                + zip(layout.columns, layout.types).map { "\(quoteIdentifier($0)) \($1)" }
-            try connection.execute("CREATE TEMP TABLE IF NOT EXISTS \(stage) (\(definitions.joined(separator: ", "))) ON COMMIT DELETE ROWS")
-            stagingCreated.insert(layout.table)
-        }
-        // A chunk after the first of a source transaction: the earlier chunk's rows are still staged.
-        if !stagedInTransaction.insert(layout.table).inserted { try connection.execute("TRUNCATE pg_temp.\(stage)") }
-        try copy(rows.map { $0.identity + $0.row }, into: "pg_temp." + stage, columns: (ids + [layout.columnList]).joined(separator: ", "))
         let fixed = Set(layout.identity + layout.distribution)
-        let sets = layout.columns.indices.filter { !fixed.contains($0) }.map { layout.columns[$0] }
-            .map { "\(quoteIdentifier($0)) = s.\(quoteIdentifier($0))" }.joined(separator: ", ")
-        guard !sets.isEmpty else { return }
+        let setColumns = layout.columns.indices.filter { !fixed.contains($0) }
+        guard !setColumns.isEmpty else { return }
+        let ids = layout.identity.indices.map { "cdc_id_\($0)" }
+        let sets = setColumns.map { "\(quoteIdentifier(layout.columns[$0])) = s.\(quoteIdentifier(layout.columns[$0]))" }.joined(separator: ", ")
         let match = layout.identity.enumerated().map { "t.\(quoteIdentifier(layout.columns[$0.element])) = s.cdc_id_\($0.offset)" }.joined(separator: " AND ")
-        let staged = (ids + layout.columns.map(quoteIdentifier)).joined(separator: ", ")
-        try connection.execute("UPDATE \(qualified(layout.table)) AS t SET \(sets) FROM (SELECT \(staged) FROM pg_temp.\(stage)) AS s WHERE \(match)")
+        let source: String
+        var parameters: [String?] = []
+        if rows.count <= Self.arrayUpdateLimit {
+            var arrays: [String] = [], names: [String] = []
+            for (i, column) in layout.identity.enumerated() {
+                parameters.append(arrayLiteral(rows.map { $0.identity[i] }))
+                arrays.append("$\(parameters.count)::\(layout.types[column])[]")
+                names.append(ids[i])
+            }
+            for column in setColumns {
+                parameters.append(arrayLiteral(rows.map { $0.row[column] }))
+                arrays.append("$\(parameters.count)::\(layout.types[column])[]")
+                names.append(quoteIdentifier(layout.columns[column]))
+            }
+            source = "SELECT * FROM unnest(\(arrays.joined(separator: ", "))) AS u(\(names.joined(separator: ", ")))"
+        } else {
+            let stage = quoteIdentifier("cdc_stage_" + layout.table)
+            if !stagingCreated.contains(layout.table) {
+                // Declared from the layout's types, not `AS SELECT ... FROM` the table: a temporary table
+                // made from a distributed one would be planned as a distributed query.
+                let definitions = zip(ids, layout.identity.map { layout.types[$0] }).map { "\($0) \($1)" }
+                    + zip(layout.columns, layout.types).map { "\(quoteIdentifier($0)) \($1)" }
+                try connection.execute("CREATE TEMP TABLE IF NOT EXISTS \(stage) (\(definitions.joined(separator: ", "))) ON COMMIT DELETE ROWS")
+                stagingCreated.insert(layout.table)
+            }
+            // A chunk after the first of a source transaction: the earlier chunk's rows are still staged.
+            if !stagedInTransaction.insert(layout.table).inserted { try connection.execute("TRUNCATE pg_temp.\(stage)") }
+            try copy(rows.map { $0.identity + $0.row }, into: "pg_temp." + stage, columns: (ids + [layout.columnList]).joined(separator: ", "))
+            source = "SELECT \((ids + layout.columns.map(quoteIdentifier)).joined(separator: ", ")) FROM pg_temp.\(stage)"
+        }
+        try connection.query("UPDATE \(qualified(layout.table)) AS t SET \(sets) FROM (\(source)) AS s WHERE \(match)", parameters)
         heartbeat()
     }
 

@@ -51,7 +51,8 @@ struct CitusTests {
 
     /// Changes to telemetry rows: three move to another procedure (their procedure_key, the facts'
     /// distribution column, changes: the row moves to another shard, deleted and inserted again) and
-    /// three change in place (an UPDATE, which may not set procedure_key). Returns their telemetry ids.
+    /// three change in place (an UPDATE, which may not set procedure_key), then 600 more in one
+    /// transaction (an UPDATE through the staging table). Returns the first six telemetry ids.
     static func telemetryChanges(_ ws: WarehouseWorkspace) throws -> [String] {
         let ids = try ws.sql("SELECT telemetry_id::text FROM procedure_telemetry ORDER BY telemetry_id DESC LIMIT 6").map { $0[0]! }
         try #require(ids.count == 6)
@@ -60,6 +61,11 @@ struct CitusTests {
             WHERE telemetry_id IN (\(ids[0..<3].joined(separator: ", ")))
             """)
         try ws.change("UPDATE procedure_telemetry SET tool_type = 'cdc-moved-test' WHERE telemetry_id IN (\(ids[3..<6].joined(separator: ", ")))")
+        // More rows than an UPDATE takes as parameter arrays: they go through the staging table.
+        try ws.change("""
+            UPDATE procedure_telemetry SET tool_type = 'cdc-bulk-test'
+            WHERE telemetry_id IN (SELECT telemetry_id FROM procedure_telemetry ORDER BY telemetry_id LIMIT 600)
+            """)
         return ids
     }
 
