@@ -51,8 +51,9 @@ struct CitusTests {
 
     /// Changes to telemetry rows: three move to another procedure (their procedure_key, the facts'
     /// distribution column, changes: the row moves to another shard, deleted and inserted again) and
-    /// three change in place (an UPDATE, which may not set procedure_key), then 600 more in one
-    /// transaction (an UPDATE through the staging table). Returns the first six telemetry ids.
+    /// three change in place (an UPDATE, which may not set procedure_key), then 600 telemetry rows and
+    /// 600 surgeons in one transaction each (UPDATEs through the staging table). Returns the first six
+    /// telemetry ids.
     static func telemetryChanges(_ ws: WarehouseWorkspace) throws -> [String] {
         let ids = try ws.sql("SELECT telemetry_id::text FROM procedure_telemetry ORDER BY telemetry_id DESC LIMIT 6").map { $0[0]! }
         try #require(ids.count == 6)
@@ -61,12 +62,24 @@ struct CitusTests {
             WHERE telemetry_id IN (\(ids[0..<3].joined(separator: ", ")))
             """)
         try ws.change("UPDATE procedure_telemetry SET tool_type = 'cdc-moved-test' WHERE telemetry_id IN (\(ids[3..<6].joined(separator: ", ")))")
-        // More rows than an UPDATE takes as parameter arrays: they go through the staging table.
+        // More rows than an UPDATE takes as parameter arrays go through the staging table.
         try ws.change("""
             UPDATE procedure_telemetry SET tool_type = 'cdc-bulk-test'
             WHERE telemetry_id IN (SELECT telemetry_id FROM procedure_telemetry ORDER BY telemetry_id LIMIT 600)
             """)
         return ids
+    }
+
+    /// 600 surgeons inserted, projected (`projected` waits for or runs the projection), then their
+    /// type-1 column updated in one transaction: an UPDATE of a reference table through the staging
+    /// table (Citus cannot join a reference table with a temporary table directly).
+    static func bulkDimensionUpdate(_ ws: WarehouseWorkspace, projected: () throws -> Void) throws {
+        try ws.change("""
+            INSERT INTO surgeons (surgeon_id, surgeon_name, specialization, years_experience, certification_level)
+            SELECT 'SRG-BULK-' || g, 'Bulk Surgeon ' || g, 'Urology', 5, 'Basic' FROM generate_series(1, 600) g
+            """)
+        try projected()
+        try ws.change("UPDATE surgeons SET years_experience = years_experience + 1 WHERE surgeon_id LIKE 'SRG-BULK-%'")
     }
 
     /// The telemetry rows `ids` in the warehouse are the source's: each joined (by procedure_key, the
@@ -117,6 +130,9 @@ struct CitusTests {
         try ws.workload(["--transactions", "300", "--clients", "2"])
         try ProjectionOperationsTests.historyMakingChanges(ws, round: 1)
         let changed = try Self.telemetryChanges(ws)
+        try Self.bulkDimensionUpdate(ws) {
+            try poll(what: "the 600 new surgeons in the warehouse", timeout: 120) { try ws.count("dim_surgeons", where: "surgeon_id LIKE 'SRG-BULK-%'") == 600 }
+        }
         try ws.workload(["--transactions", "150", "--clients", "2"])
         live.send(SIGTERM)
         #expect(live.wait().status == 0, "\(live.stderr)")
@@ -172,8 +188,10 @@ struct CitusTests {
         }
         #expect(Shell.wait(load) == 0)
         let changed = try Self.telemetryChanges(ws)
+        try Self.bulkDimensionUpdate(ws) { try ws.run() }
         try ws.run()
         try Self.expectTelemetryFollowsTheSource(ws, changed)
+        #expect(try ws.count("dim_surgeons", where: "surgeon_id LIKE 'SRG-BULK-%' AND is_current AND years_experience = 6") == 600)
         try ws.replay(schema: "rebuilt")
         try ProjectionOperationsTests.expectIdentical(ws, "dw", "rebuilt")
         #expect(try ws.count("fact_procedures") == Int(try ws.sql("SELECT count(*) FROM surgical_procedures")[0][0] ?? ""))
