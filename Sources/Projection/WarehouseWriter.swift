@@ -147,7 +147,8 @@ final class PostgresWriter: WarehouseWriter {
     /// ``arrayUpdateLimit`` rows (a live micro-batch) the subquery unnests parameter arrays, one per
     /// column: one statement, and on Citus no intermediate result to ship to every node first
     /// (measured: freshness at 200 tx/s ~23% lower on Citus, ~8% on PostgreSQL). More rows (a replay, a
-    /// huge transaction) are COPYed into a session staging table that the subquery reads.
+    /// huge transaction), and tables with array-typed columns, are COPYed into a session staging table
+    /// that the subquery reads.
     func update(_ layout: TableLayout, _ rows: [(identity: [String?], row: [String?])]) throws {
         guard !rows.isEmpty else { return }
         let fixed = Set(layout.identity + layout.distribution)
@@ -158,7 +159,9 @@ final class PostgresWriter: WarehouseWriter {
         let match = layout.identity.enumerated().map { "t.\(quoteIdentifier(layout.columns[$0.element])) = s.cdc_id_\($0.offset)" }.joined(separator: " AND ")
         let source: String
         var parameters: [String?] = []
-        if rows.count <= Self.arrayUpdateLimit {
+        // An array-typed column cannot travel as an element of a parameter array (unnest would
+        // flatten it): such tables always go through the staging table.
+        if rows.count <= Self.arrayUpdateLimit, !layout.types.contains(where: { $0.hasSuffix("[]") }) {
             var arrays: [String] = [], names: [String] = []
             for (i, column) in layout.identity.enumerated() {
                 parameters.append(arrayLiteral(rows.map { $0.identity[i] }))
