@@ -42,12 +42,11 @@ public final class CitusCluster: @unchecked Sendable {
     nonisolated(unsafe) static var sharedForCleanup: CitusCluster?
 
     static func start() throws -> CitusCluster {
-        // Connections: a worker's max_connections serves all the test databases at once (each with its
-        // maintenance daemon, cdc sessions caching their worker connections, the tests' own queries).
-        // A full parallel run once failed a citus_add_node with "failure on connection marked as
-        // essential" under the sandbox's 100 (the worker's log was gone: too many connections is the
-        // likely cause, not a proven one), so the nodes get room for more.
-        let settings = ["shared_preload_libraries = 'citus'", "max_connections = 300"]
+        // A node serves all the test databases at once: each runs a Citus maintenance daemon (a
+        // background worker: PostgreSQL's default of 8 leaves later databases without one, and so
+        // without 2PC recovery and deadlock detection) and has cdc sessions caching their worker
+        // connections besides the tests' own.
+        let settings = ["shared_preload_libraries = 'citus'", "max_connections = 300", "max_worker_processes = 64"]
         let coordinator = try PostgresServer.start(name: "citus-coordinator", extraSettings: settings)
         var workers: [PostgresServer] = []
         for i in 1...2 { workers.append(try PostgresServer.start(name: "citus-worker\(i)", extraSettings: settings)) }
@@ -80,6 +79,8 @@ public final class CitusCluster: @unchecked Sendable {
         return String(field)
     }
 
+    private let registration = NSLock()
+
     init(coordinator: PostgresServer, workers: [PostgresServer]) {
         self.coordinator = coordinator
         self.workers = workers
@@ -88,7 +89,14 @@ public final class CitusCluster: @unchecked Sendable {
     /// Creates database `name` on every node with the citus extension, and registers the coordinator
     /// and (unless `workers` is false) the workers in its metadata: a Citus cluster's metadata is per
     /// database. Returns the coordinator and the database, for ``WarehouseWorkspace``.
+    ///
+    /// One database at a time: `CREATE EXTENSION citus` and `citus_add_node` write cluster-wide
+    /// catalogs on the nodes (the extension turns ssl on with ALTER SYSTEM; adding a node propagates
+    /// the roles to it), and two databases doing so at once fail one with "tuple concurrently updated",
+    /// reported as "failure on connection marked as essential".
     public func createDatabase(_ prefix: String, workers withWorkers: Bool = true) throws -> (server: PostgresServer, database: String) {
+        registration.lock()
+        defer { registration.unlock() }
         let name = "\(prefix)_\(UInt32.random(in: 0...UInt32.max))".lowercased()
         for node in [coordinator] + workers {
             try node.execute("CREATE DATABASE \(name)")
@@ -97,10 +105,24 @@ public final class CitusCluster: @unchecked Sendable {
         try coordinator.execute("SELECT citus_set_coordinator_host('\(coordinator.directory)', \(coordinator.port))", database: name)
         if withWorkers {
             for worker in workers {
-                try coordinator.execute("SELECT citus_add_node('\(worker.directory)', \(worker.port))", database: name)
+                do {
+                    try coordinator.execute("SELECT citus_add_node('\(worker.directory)', \(worker.port))", database: name)
+                } catch {
+                    // The nodes' logs say why a connection between them failed; the sandboxes are
+                    // gone by the time anyone reads the test's output.
+                    throw TestFailure("citus_add_node(\(worker.directory)) in \(name): \(error)\n" + ([coordinator] + workers).map { node in
+                        "--- \(node.directory)/postgres.log (last lines):\n" + Self.logTail(node)
+                    }.joined(separator: "\n"))
+                }
             }
         }
         return (coordinator, name)
+    }
+
+    /// The last lines of a node's server log.
+    static func logTail(_ node: PostgresServer, lines: Int = 40) -> String {
+        guard let text = try? String(contentsOfFile: node.directory + "/postgres.log", encoding: .utf8) else { return "(unreadable)" }
+        return text.split(separator: "\n", omittingEmptySubsequences: false).suffix(lines).joined(separator: "\n")
     }
 
     public func destroy() {
