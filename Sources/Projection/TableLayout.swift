@@ -16,6 +16,10 @@ final class TableLayout {
     /// The warehouse's distribution column (Citus), when it is not an identity column: an UPDATE
     /// never sets it (nor the identity); a row where it changed is deleted and inserted again.
     var distribution: [Int] = []
+    /// The warehouse's distribution column (Citus), identity or not. Statements that name rows by
+    /// identity also say which values of it they touch (`= ANY(...)`), so that Citus sends them to
+    /// those rows' shards only instead of to every shard.
+    var shardKey: Int?
 
     init(table: String, columns: [String], identity: [String], catalog: [String: WarehouseColumn]) throws {
         self.table = table
