@@ -390,6 +390,10 @@ public final class Projector {
         pending.endsTransaction = endsTransaction
         // Rows the batch updates, deletes or looks up, fetched once.
         var needed: [ObjectIdentifier: Set<[String?]>] = [:]
+        // Grains a plain INSERT of the fact's own source has added earlier in the batch: a later
+        // lookup of such a row finds it in the batch, so it is not read from the warehouse (where it
+        // is not; on Citus a read by grain asks every shard).
+        var inserted: [ObjectIdentifier: Set<[String?]>] = [:]
         var definitions: [(ChangeRecord, RelationDefinition, [Handler])?] = []
         definitions.reserveCapacity(batch.count)
         for (seq, record) in batch {
@@ -405,11 +409,16 @@ public final class Projector {
                     let plan = f.source.plan(record.header.relationSeq, definition)
                     if try record.header.op == .update || record.header.op == .delete || upserts(record.header) {
                         needed[ObjectIdentifier(f), default: []].formUnion(f.grains(of: record, plan: plan))
+                    } else if record.header.op == .insert {
+                        inserted[ObjectIdentifier(f), default: []].formUnion(f.grains(of: record, plan: plan))
                     }
                     guard let after = record.after else { break }
                     for (i, target) in f.lookupTargets.enumerated() {
                         if case .fact(let parent) = target {
-                            needed[ObjectIdentifier(parent), default: []].insert(plan.values(after, f.lookupRanges[i]))
+                            let grain = plan.values(after, f.lookupRanges[i])
+                            if inserted[ObjectIdentifier(parent)]?.contains(grain) != true {
+                                needed[ObjectIdentifier(parent), default: []].insert(grain)
+                            }
                         }
                     }
                 case .milestone(let f, let i):
