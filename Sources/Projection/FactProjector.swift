@@ -69,6 +69,12 @@ final class FactProjector {
     let lookupRanges: [Range<Int>]
     let cLSN, cCreated, cUpdated: Int
     var nextKey: Int64 = 1
+    /// On Citus: the shard key value (``TableLayout/shardKey``) of rows this projector wrote or read
+    /// lately, by grain, so that ``prefetch(_:connection:schema:overlay:)`` reads them from their
+    /// shard rather than from every shard. A hint, never trusted: a row not found where its hint
+    /// points is read from every shard. Forgotten when it outgrows ``shardHintLimit``.
+    var shardHints: [[String?]: String] = [:]
+    static let shardHintLimit = 100_000
 
     // Batch state.
     var rows: [[String?]: Row] = [:]
@@ -160,6 +166,24 @@ final class FactProjector {
             }
         }
         guard !wanted.isEmpty else { return }
+        if let key = layout.shardKey, !shardHints.isEmpty {
+            // On Citus: the rows whose shard is known are read from those shards only; the others
+            // (and any not found where the hint said) from every shard.
+            var hinted: [[String?]] = [], keys: Set<String> = []
+            for grain in wanted {
+                if let value = shardHints[grain] { hinted.append(grain); keys.insert(value) }
+            }
+            if !hinted.isEmpty {
+                wanted.subtract(try read(hinted, connection: connection, schema: schema, shard: (key, keys.sorted())))
+            }
+            guard !wanted.isEmpty else { return }
+        }
+        _ = try read(Array(wanted), connection: connection, schema: schema, shard: nil)
+    }
+
+    /// Reads the warehouse rows of `list` into the batch, from the shards holding shard key values
+    /// `shard.values` if given; returns the grains found.
+    private func read(_ list: [[String?]], connection: PGConnection, schema: String, shard: (column: Int, values: [String])?) throws -> Set<[String?]> {
         let s = quoteIdentifier(schema)
         var select = layout.columns.map { "f." + quoteIdentifier($0) }
         for (i, lookup) in spec.lookups.enumerated() {
@@ -175,7 +199,6 @@ final class FactProjector {
                 }
             }
         }
-        let list = Array(wanted)
         var parameters: [String?] = []
         var unnest: [String] = []
         for (i, column) in grainColumns.enumerated() {
@@ -183,8 +206,13 @@ final class FactProjector {
             unnest.append("$\(i + 1)::\(layout.types[column])[]")
         }
         let grainList = grainColumns.map { "f." + quoteIdentifier(layout.columns[$0]) }.joined(separator: ", ")
-        let sql = "SELECT \(select.joined(separator: ", ")) FROM \(s).\(quoteIdentifier(spec.table)) f WHERE (\(grainList)) IN (SELECT * FROM unnest(\(unnest.joined(separator: ", "))))"
+        var sql = "SELECT \(select.joined(separator: ", ")) FROM \(s).\(quoteIdentifier(spec.table)) f WHERE (\(grainList)) IN (SELECT * FROM unnest(\(unnest.joined(separator: ", "))))"
+        if let shard {
+            parameters.append(arrayLiteral(shard.values))
+            sql += " AND f.\(quoteIdentifier(layout.columns[shard.column])) = ANY($\(parameters.count)::\(layout.types[shard.column])[])"
+        }
         let result = try connection.query(sql, parameters)
+        var found: Set<[String?]> = []
         let width = layout.columns.count
         for r in 0..<result.rowCount {
             let row = (0..<width).map { result.value(r, $0) }
@@ -201,7 +229,9 @@ final class FactProjector {
             fact.dirty = false
             rows[grain] = fact
             noteParent(fact, grain)
+            found.insert(grain)
         }
+        return found
     }
 
     /// The grains (from the before and after images) a change touches: of the fact's own source, or of a
@@ -525,6 +555,11 @@ final class FactProjector {
         var gone = Set(deletedGrains)
         for (grain, fact) in rows {
             if let original = fact.originalGrain, original != grain { gone.insert(original) }
+        }
+        if let key = layout.shardKey {
+            if shardHints.count > Self.shardHintLimit { shardHints = [:] }
+            for grain in gone { shardHints[grain] = nil }
+            for (grain, fact) in rows { shardHints[grain] = fact.row[key] }
         }
         let writes = Writes(truncated: truncated, cleared: clearedMilestones, deleted: deletedIdentities, deletedGrains: gone,
                             cascade: cascadeKeys, rows: rows, early: drainEarly())

@@ -1,4 +1,5 @@
 import Foundation
+import EventLog
 import PGClient
 @testable import Projection
 import Testing
@@ -209,6 +210,36 @@ struct CitusTests {
         #expect(result.status != 0)
         #expect(result.stderr.contains("no active worker node") && result.stderr.contains("citus_add_node"), "\(result.stderr)")
         #expect(try !ws.schemaExists("dw"), "nothing is created")
+    }
+
+    /// On Citus the projector reads a fact row from the shard it last saw the row on (a hint kept in
+    /// memory), not from every shard; a row that is not where its hint says is still found, and
+    /// updated in place rather than inserted a second time.
+    @Test func aFactRowAwayFromItsShardHintIsStillFound() throws {
+        let ws = try Self.seeded("ct_hint")
+        defer { ws.tearDown() }
+        let target = WarehouseTarget(url: ws.warehouseURL, schema: "dw", clock: try #require(WarehouseClock(timeZone: "UTC")))
+        let projector = try Projector(mapping: try ProjectionMapping.load(path: Self.citusMapping), target: target,
+                                      log: try EventLog.openForReading(path: ws.source.logPath))
+        _ = try projector.step()
+        let procedures = try #require(projector.facts.first { $0.spec.table == "fact_procedures" })
+        // A procedure, and the key of one on another shard: its hint is pointed there.
+        let shard = "get_shard_id_for_distribution_column('dw.fact_procedures', procedure_key)"
+        let pair = try ws.dw("""
+            SELECT a.procedure_id, b.procedure_key::text FROM
+              (SELECT procedure_id, \(shard) AS s FROM dw.fact_procedures ORDER BY procedure_key LIMIT 1) a,
+              LATERAL (SELECT procedure_key, \(shard) AS s FROM dw.fact_procedures) b
+            WHERE b.s <> a.s LIMIT 1
+            """)
+        let id = try #require(pair.first?[0]), elsewhere = try #require(pair.first?[1])
+        #expect(procedures.shardHints[[id]] != nil, "the snapshot's rows are hinted")
+        procedures.shardHints[[id]] = elsewhere
+        try ws.change("UPDATE surgical_procedures SET duration_minutes = 4321 WHERE procedure_id = '\(id)'")
+        let capture = try ws.cdc(["run", "--config", ws.configPath, "--endpos", try ws.server.currentLSN(), "--no-project"])
+        #expect(capture.status == 0, "\(capture.stderr)")
+        let step = try projector.step()
+        #expect(step.changes == 1)
+        #expect(try ws.dw("SELECT duration_minutes::text FROM dw.fact_procedures WHERE procedure_id = '\(id)'") == [["4321"]])
     }
 
     /// cdc's sessions cache as many connections per worker as one statement may open (Citus caches
