@@ -79,6 +79,8 @@ final class FactProjector {
     // Batch state.
     var rows: [[String?]: Row] = [:]
     var deletedIdentities: [[String?]] = []
+    /// The stored shard key value of each of `deletedIdentities` (Citus; nil without a shard key).
+    var deletedShardKeys: [String?] = []
     var deletedGrains: [[String?]] = []
     /// Parent surrogate keys whose rows of this (child) fact go.
     var cascadeKeys: [String] = []
@@ -362,10 +364,18 @@ final class FactProjector {
         return row.row[keyColumn]
     }
 
+    /// The shard key value (``TableLayout/shardKey``) of a row read from the warehouse, as stored.
+    func storedShardKey(_ fact: Row) -> String? {
+        guard let key = layout.shardKey else { return nil }
+        if let i = layout.identity.firstIndex(of: key) { return fact.identity[i] }
+        return layout.distribution == [key] ? fact.storedDistribution.first ?? nil : nil
+    }
+
     func delete(_ grain: [String?]) {
         guard let fact = rows.removeValue(forKey: grain) else { return }
         if fact.existed {
             deletedIdentities.append(fact.identity)
+            deletedShardKeys.append(storedShardKey(fact))
             deletedGrains.append(fact.originalGrain ?? grain)
         }
         if let keyColumn, let key = fact.row[keyColumn] {
@@ -384,6 +394,7 @@ final class FactProjector {
         rows = [:]
         rowsByParent = [:]
         deletedIdentities = []
+        deletedShardKeys = []
         deletedGrains = []
         cascadeKeys = []
         clearedMilestones = []
@@ -537,6 +548,8 @@ final class FactProjector {
         var truncated: Bool
         var cleared: [([Int], ChangeContext)]
         var deleted: [[String?]]
+        /// The stored shard key value of each of `deleted` (Citus).
+        var deletedShardKeys: [String?] = []
         /// Grains of the warehouse rows that `deleted` removes or whose grain changed (for the next
         /// batch's view of this one).
         var deletedGrains: Set<[String?]>
@@ -561,11 +574,12 @@ final class FactProjector {
             for grain in gone { shardHints[grain] = nil }
             for (grain, fact) in rows { shardHints[grain] = fact.row[key] }
         }
-        let writes = Writes(truncated: truncated, cleared: clearedMilestones, deleted: deletedIdentities, deletedGrains: gone,
+        let writes = Writes(truncated: truncated, cleared: clearedMilestones, deleted: deletedIdentities, deletedShardKeys: deletedShardKeys, deletedGrains: gone,
                             cascade: cascadeKeys, rows: rows, early: drainEarly())
         rows = [:]
         rowsByParent = [:]
         deletedIdentities = []
+        deletedShardKeys = []
         deletedGrains = []
         cascadeKeys = []
         truncated = false

@@ -102,20 +102,28 @@ final class PostgresWriter: WarehouseWriter {
             heartbeat()
         }
         var updates: [(identity: [String?], row: [String?])] = [], inserts: [[String?]] = []
-        var deleted = batch.deleted
+        var deleted = batch.deleted, deletedShardKeys = batch.deletedShardKeys
         for fact in batch.rows.values where fact.dirty {
             guard fact.existed else { inserts.append(fact.row); continue }
             if layout.identity.map({ fact.row[$0] }) != fact.identity || layout.distribution.map({ fact.row[$0] }) != fact.storedDistribution {
                 // Identity or distribution column changed: an UPDATE may not set it (Citus refuses it), so
                 // the row is deleted and inserted again.
                 deleted.append(fact.identity)
+                deletedShardKeys.append(f.storedShardKey(fact))
                 inserts.append(fact.row)
             } else {
                 updates.append((fact.identity, fact.row))
             }
         }
         if !deleted.isEmpty {
-            try connection.query("DELETE FROM \(table) WHERE \(identityMatch(layout))", identityArrays(layout, deleted))
+            var parameters = identityArrays(layout, deleted)
+            var sql = "DELETE FROM \(table) WHERE \(identityMatch(layout))"
+            // On Citus: to the deleted rows' shards only (as an UPDATE; see update(_:_:)).
+            if let key = layout.shardKey, deletedShardKeys.count == deleted.count, !deletedShardKeys.contains(nil) {
+                parameters.append(arrayLiteral(Array(Set(deletedShardKeys))))
+                sql += " AND \(quoteIdentifier(layout.columns[key])) = ANY($\(parameters.count)::\(layout.types[key])[])"
+            }
+            try connection.query(sql, parameters)
             heartbeat()
         }
         if !batch.cascade.isEmpty, let parent = f.spec.deletedWith,
