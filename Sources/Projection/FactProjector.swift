@@ -168,24 +168,24 @@ final class FactProjector {
             }
         }
         guard !wanted.isEmpty else { return }
-        if let key = layout.shardKey, !shardHints.isEmpty {
+        if layout.shardKey != nil, !shardHints.isEmpty {
             // On Citus: the rows whose shard is known are read from those shards only; the others
             // (and any not found where the hint said) from every shard.
-            var hinted: [[String?]] = [], keys: Set<String> = []
+            var hinted: [[String?]] = [], keys: [String?] = []
             for grain in wanted {
-                if let value = shardHints[grain] { hinted.append(grain); keys.insert(value) }
+                if let value = shardHints[grain] { hinted.append(grain); keys.append(value) }
             }
             if !hinted.isEmpty {
-                wanted.subtract(try read(hinted, connection: connection, schema: schema, shard: (key, keys.sorted())))
+                wanted.subtract(try read(hinted, connection: connection, schema: schema, shards: keys))
             }
             guard !wanted.isEmpty else { return }
         }
-        _ = try read(Array(wanted), connection: connection, schema: schema, shard: nil)
+        _ = try read(Array(wanted), connection: connection, schema: schema, shards: nil)
     }
 
     /// Reads the warehouse rows of `list` into the batch, from the shards holding shard key values
-    /// `shard.values` if given; returns the grains found.
-    private func read(_ list: [[String?]], connection: PGConnection, schema: String, shard: (column: Int, values: [String])?) throws -> Set<[String?]> {
+    /// `shards` if given; returns the grains found.
+    private func read(_ list: [[String?]], connection: PGConnection, schema: String, shards: [String?]?) throws -> Set<[String?]> {
         let s = quoteIdentifier(schema)
         var select = layout.columns.map { "f." + quoteIdentifier($0) }
         for (i, lookup) in spec.lookups.enumerated() {
@@ -209,10 +209,7 @@ final class FactProjector {
         }
         let grainList = grainColumns.map { "f." + quoteIdentifier(layout.columns[$0]) }.joined(separator: ", ")
         var sql = "SELECT \(select.joined(separator: ", ")) FROM \(s).\(quoteIdentifier(spec.table)) f WHERE (\(grainList)) IN (SELECT * FROM unnest(\(unnest.joined(separator: ", "))))"
-        if let shard {
-            parameters.append(arrayLiteral(shard.values))
-            sql += " AND f.\(quoteIdentifier(layout.columns[shard.column])) = ANY($\(parameters.count)::\(layout.types[shard.column])[])"
-        }
+        if let shards { sql += layout.shardFilter(shards, alias: "f.", parameters: &parameters) }
         let result = try connection.query(sql, parameters)
         var found: Set<[String?]> = []
         let width = layout.columns.count
@@ -368,7 +365,7 @@ final class FactProjector {
     func storedShardKey(_ fact: Row) -> String? {
         guard let key = layout.shardKey else { return nil }
         if let i = layout.identity.firstIndex(of: key) { return fact.identity[i] }
-        return layout.distribution == [key] ? fact.storedDistribution.first ?? nil : nil
+        return fact.storedDistribution.first ?? nil
     }
 
     func delete(_ grain: [String?]) {

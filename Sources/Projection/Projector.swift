@@ -106,7 +106,6 @@ public final class Projector {
             guard column == d.spec.surrogateKey || d.spec.businessKey.contains(column) else {
                 throw WarehouseError(.engineMismatch, "warehouse table \(schema).\(d.spec.table) is distributed by \(column), which a dimension version's type-1 update may change: make it a reference table (create_reference_table) or distribute it by \(d.spec.surrogateKey)")
             }
-            d.layout.distribution = [d.layout[column]]
             d.layout.shardKey = d.layout[column]
         }
         for f in facts {
@@ -114,7 +113,6 @@ public final class Projector {
             guard let position = f.layout.index[column] else {
                 throw WarehouseError(.engineMismatch, "warehouse table \(schema).\(f.spec.table) is distributed by \(column), a column cdc does not write: distribute it by one of \(f.layout.columns.joined(separator: ", "))")
             }
-            if !f.layout.identity.contains(position) { f.layout.distribution = [position] }
             f.layout.shardKey = position
         }
         let dimensionByName = Dictionary(uniqueKeysWithValues: dimensions.map { ($0.spec.table, $0) })

@@ -13,13 +13,13 @@ final class TableLayout {
     let notNull: [Bool]
     /// Columns that identify a row for UPDATE and DELETE: the surrogate key, or the grain.
     let identity: [Int]
-    /// The warehouse's distribution column (Citus), when it is not an identity column: an UPDATE
-    /// never sets it (nor the identity); a row where it changed is deleted and inserted again.
-    var distribution: [Int] = []
     /// The warehouse's distribution column (Citus), identity or not. Statements that name rows by
-    /// identity also say which values of it they touch (`= ANY(...)`), so that Citus sends them to
-    /// those rows' shards only instead of to every shard.
+    /// identity also say which values of it they touch (``shardFilter(_:alias:parameters:)``), so that
+    /// Citus sends them to those rows' shards only instead of to every shard.
     var shardKey: Int?
+    /// The distribution column when it is not an identity column: an UPDATE never sets it (nor the
+    /// identity); a row where it changed is deleted and inserted again.
+    var distribution: [Int] { shardKey.map { identity.contains($0) ? [] : [$0] } ?? [] }
 
     init(table: String, columns: [String], identity: [String], catalog: [String: WarehouseColumn]) throws {
         self.table = table
@@ -36,6 +36,14 @@ final class TableLayout {
         self.types = types
         self.notNull = notNull
         self.identity = identity.map { index[$0]! }
+    }
+
+    /// ` AND alias.shardKey = ANY($n::type[])`, with the distinct `values` appended to `parameters` as
+    /// `$n`: what a statement adds to touch only the shards holding those shard key values.
+    func shardFilter(_ values: [String?], alias: String, parameters: inout [String?]) -> String {
+        guard let key = shardKey else { return "" }
+        parameters.append(arrayLiteral(Array(Set(values))))
+        return " AND \(alias)\(quoteIdentifier(columns[key])) = ANY($\(parameters.count)::\(types[key])[])"
     }
 
     /// Column position by name (the mapping was checked against the layout).

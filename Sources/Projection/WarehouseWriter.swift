@@ -119,9 +119,8 @@ final class PostgresWriter: WarehouseWriter {
             var parameters = identityArrays(layout, deleted)
             var sql = "DELETE FROM \(table) WHERE \(identityMatch(layout))"
             // On Citus: to the deleted rows' shards only (as an UPDATE; see update(_:_:)).
-            if let key = layout.shardKey, deletedShardKeys.count == deleted.count, !deletedShardKeys.contains(nil) {
-                parameters.append(arrayLiteral(Array(Set(deletedShardKeys))))
-                sql += " AND \(quoteIdentifier(layout.columns[key])) = ANY($\(parameters.count)::\(layout.types[key])[])"
+            if deletedShardKeys.count == deleted.count, !deletedShardKeys.contains(nil) {
+                sql += layout.shardFilter(deletedShardKeys, alias: "", parameters: &parameters)
             }
             try connection.query(sql, parameters)
             heartbeat()
@@ -200,11 +199,7 @@ final class PostgresWriter: WarehouseWriter {
             try copy(rows.map { $0.identity + $0.row }, into: "pg_temp." + stage, columns: (ids + [layout.columnList]).joined(separator: ", "))
             source = "SELECT \((ids + layout.columns.map(quoteIdentifier)).joined(separator: ", ")) FROM pg_temp.\(stage)"
         }
-        var prune = ""
-        if let key = layout.shardKey {
-            parameters.append(arrayLiteral(Array(Set(rows.map { $0.row[key] }))))
-            prune = " AND t.\(quoteIdentifier(layout.columns[key])) = ANY($\(parameters.count)::\(layout.types[key])[])"
-        }
+        let prune = layout.shardKey.map { key in layout.shardFilter(rows.map { $0.row[key] }, alias: "t.", parameters: &parameters) } ?? ""
         try connection.query("UPDATE \(qualified(layout.table)) AS t SET \(sets) FROM (\(source)) AS s WHERE \(match)\(prune)", parameters)
         heartbeat()
     }
