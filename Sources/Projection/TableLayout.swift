@@ -16,10 +16,13 @@ final class TableLayout {
     /// The warehouse's distribution column (Citus), identity or not. Statements that name rows by
     /// identity also say which values of it they touch (``shardFilter(_:alias:parameters:)``), so that
     /// Citus sends them to those rows' shards only instead of to every shard.
-    var shardKey: Int?
-    /// The distribution column when it is not an identity column: an UPDATE never sets it (nor the
-    /// identity); a row where it changed is deleted and inserted again.
-    var distribution: [Int] { shardKey.map { identity.contains($0) ? [] : [$0] } ?? [] }
+    var shardKey: Int? {
+        didSet { distribution = shardKey.map { identity.contains($0) ? [] : [$0] } ?? [] }
+    }
+    /// The distribution column when it is not an identity column (derived from ``shardKey``, kept
+    /// for the per-row checks): an UPDATE never sets it (nor the identity); a row where it changed is
+    /// deleted and inserted again.
+    private(set) var distribution: [Int] = []
 
     init(table: String, columns: [String], identity: [String], catalog: [String: WarehouseColumn]) throws {
         self.table = table
