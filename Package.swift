@@ -96,7 +96,12 @@ let package = Package(
                 "CDCService", "EventLog", "Lifecycle", "Projection", "PGClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            // jemalloc instead of glibc's malloc: the projector allocates and frees millions of small
+            // row values per replay, and glibc's consolidation of freed chunks cost about a fifth of a
+            // replay's CPU (measured at 1 M events: 9.2 -> 7.0 CPU-s, 10.2 -> 8.2 s). Debian's
+            // libjemalloc-dev (tools/install-deps); the binary then needs libjemalloc2.
+            linkerSettings: [.linkedLibrary("jemalloc", .when(platforms: [.linux]))]
         ),
         .target(
             name: "TestSupport",
