@@ -56,6 +56,9 @@ final class FactProjector {
     let timeColumns: [Int]
     let lookupColumns: [Int]
     var lookupTargets: [LookupTarget] = []
+    /// Another fact looks its rows up (a `lookups` entry targets this fact): only then does a fold note
+    /// the grains this fact's plain INSERTs add (see ``Projector/fold(_:endsTransaction:reader:overlays:)``).
+    var lookedUp = false
     var milestones: [Milestone]
     /// Facts deleted with this one (`deleted_with`), and the column pointing here.
     var children: [(fact: FactProjector, column: Int)] = []
