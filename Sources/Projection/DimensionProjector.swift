@@ -292,18 +292,28 @@ final class DimensionProjector {
 
     /// SHA-256 (hex) over the type-2 values and the lookups' business keys, each length-prefixed.
     func recordHash(_ row: [String?], _ lookupKeys: [[String?]]) -> String {
-        var hasher = SHA256()
+        // The framed values in one buffer, hashed once (one update per value, and a String per hex
+        // byte, were 3% of a replay's CPU).
+        var input: [UInt8] = []
+        input.reserveCapacity(256)
         func add(_ value: String?) {
-            guard let value else { hasher.update(data: [0xFF, 0xFF, 0xFF, 0xFF]); return }
-            let bytes = Array(value.utf8)
-            let n = UInt32(bytes.count)
-            hasher.update(data: [UInt8(n >> 24), UInt8(n >> 16 & 0xFF), UInt8(n >> 8 & 0xFF), UInt8(n & 0xFF)])
-            hasher.update(data: bytes)
+            guard let value else { input.append(contentsOf: [0xFF, 0xFF, 0xFF, 0xFF]); return }
+            let n = UInt32(value.utf8.count)
+            input.append(contentsOf: [UInt8(n >> 24), UInt8(n >> 16 & 0xFF), UInt8(n >> 8 & 0xFF), UInt8(n & 0xFF)])
+            input.append(contentsOf: value.utf8)
         }
         for column in attributeColumns[..<type2Count] { add(row[column]) }
         for key in lookupKeys { for value in key { add(value) } }
-        return hasher.finalize().map { String($0, radix: 16).leftPad(2) }.joined()
+        var hex: [UInt8] = []
+        hex.reserveCapacity(64)
+        for byte in SHA256.hash(data: input) {
+            hex.append(Self.hexDigits[Int(byte >> 4)])
+            hex.append(Self.hexDigits[Int(byte & 0x0F)])
+        }
+        return String(decoding: hex, as: UTF8.self)
     }
+
+    static let hexDigits = Array("0123456789abcdef".utf8)
 
     /// What a batch writes to the dimension: rows already in the warehouse, new rows, rows to remove.
     struct Writes {
