@@ -101,14 +101,16 @@ final class FactProjector {
     var earlyTouched: Set<EarlyArrival.Key> = []
     var earlyCleared: Set<Int> = []
 
-    init(spec: ProjectionMapping.Fact, catalog: [String: WarehouseColumn]) throws {
+    /// `addressByGrain`: UPDATE and DELETE find rows by grain, not by surrogate key (a replay deferred
+    /// the table's primary key: ``WarehouseSchema/grainAddressedFacts(_:schema:mapping:)``).
+    init(spec: ProjectionMapping.Fact, catalog: [String: WarehouseColumn], addressByGrain: Bool = false) throws {
         self.spec = spec
         let dates = spec.dates.keys.sorted(), times = spec.times.keys.sorted()
         var columns = (spec.surrogateKey.map { [$0] } ?? []) + spec.grain + spec.columns + dates + times + spec.lookups.map(\.column)
         let milestoneStart = columns.count
         columns += spec.updatedBy.flatMap(\.columns)
         columns += ProjectionMapping.factColumns
-        let layout = try TableLayout(table: spec.table, columns: columns, identity: spec.surrogateKey.map { [$0] } ?? spec.grain, catalog: catalog)
+        let layout = try TableLayout(table: spec.table, columns: columns, identity: addressByGrain ? spec.grain : spec.surrogateKey.map { [$0] } ?? spec.grain, catalog: catalog)
         self.layout = layout
         keyColumn = spec.surrogateKey.map { layout[$0] }
         grainColumns = spec.grain.map { layout[$0] }

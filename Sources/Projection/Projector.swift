@@ -98,7 +98,9 @@ public final class Projector {
         let schema = target.schema
         let (checkpoint, catalog) = try WarehouseSchema.fit(connection, schema: schema, mapping: mapping, logSource: logSource)
         dimensions = try mapping.dimensions.map { try DimensionProjector(spec: $0, catalog: catalog[$0.table]!) }
-        facts = try mapping.facts.map { try FactProjector(spec: $0, catalog: catalog[$0.table]!) }
+        // A replay in progress deferred some facts' primary keys: their rows are found by grain.
+        let byGrain = try WarehouseSchema.grainAddressedFacts(connection, schema: schema, mapping: mapping)
+        facts = try mapping.facts.map { try FactProjector(spec: $0, catalog: catalog[$0.table]!, addressByGrain: byGrain.contains($0.table)) }
         // Distribution columns (Citus): never SET by an UPDATE; see WarehouseWriter.
         let distribution = try Citus.distributionColumns(connection, schema: schema)
         for d in dimensions {

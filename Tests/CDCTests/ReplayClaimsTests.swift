@@ -76,6 +76,56 @@ import Glibc
                 "statistics of the replayed telemetry table's filter columns: \(analyzed)")
     }
 
+    /// A replay defers the primary key of a fact nothing finds rows of by key (telemetry: no fact looks
+    /// it up, none is deleted with it) and addresses its rows by grain. Killed midway, it is left
+    /// without that key; continued, it updates, deletes and moves rows by grain, adds the key back and
+    /// equals the live warehouse, keys and constraints included.
+    @Test func aReplayKilledMidwayContinuesByGrainAndEndsWithTheDDLsKeys() throws {
+        let ws = try ProjectionOperationsTests.seeded("rc_killed")
+        defer { ws.tearDown() }
+        try ws.change("""
+            INSERT INTO surgical_procedures (procedure_id, robot_id, surgeon_id, facility_id, procedure_type, procedure_category,
+                                             patient_id, patient_age, patient_gender, start_time, duration_minutes, status)
+            SELECT 'PROC-K' || lpad(g::text, 5, '0'), 'ROB-001', 'SRG-0001', 'FAC-001', 'Cholecystectomy', 'General',
+                   'PAT-K' || g, 20 + g % 60, 'F', timestamptz '2026-03-01 08:00:00+00' + g * interval '1 minute', 30, 'scheduled'
+            FROM generate_series(1, 1000) g
+            """)
+        for round in 0..<6 {
+            try ws.change("""
+                INSERT INTO procedure_telemetry (telemetry_id, procedure_id, sample_timestamp, arm_position_x, arm_position_y,
+                                                 force_feedback, tool_type, tool_active, lighting_level, video_fps)
+                SELECT 30000000 + \(round * 30_000) + g, 'PROC-K' || lpad((1 + g % 1000)::text, 5, '0'),
+                       timestamptz '2026-03-01 08:00:00+00' + g * interval '1 second', g % 1000 / 10.0, g % 777 / 7.0,
+                       g % 50 / 3.0, 'grasper', g % 3 = 0, g % 100, 60
+                FROM generate_series(1, 30000) g
+                """)
+        }
+        // After them, so that the continued replay applies them: rows changed, deleted and moved to another grain.
+        try ws.change("UPDATE procedure_telemetry SET force_feedback = force_feedback + 1 WHERE telemetry_id > 30000000 AND telemetry_id % 97 = 0")
+        try ws.change("DELETE FROM procedure_telemetry WHERE telemetry_id > 30000000 AND telemetry_id % 89 = 0")
+        try ws.change("UPDATE procedure_telemetry SET telemetry_id = telemetry_id + 1000000 WHERE telemetry_id > 30000000 AND telemetry_id % 83 = 0")
+        try ws.run()
+        let head = try Self.head(ws)
+
+        func checkpoint() -> Int { Int((try? ws.checkpoint(schema: "killed").first?["last_seq"]) ?? "") ?? 0 }
+        let replay = try ws.source.start(["replay", "--config", ws.configPath, "--schema", "killed"])
+        defer { replay.killIfRunning() }
+        let deadline = Date().addingTimeInterval(300)
+        while checkpoint() == 0, replay.isRunning, Date() < deadline { usleep(10_000) }
+        replay.send(SIGKILL)
+        try #require(replay.wait().status == 128 + SIGKILL, "the replay was killed, not finished: \(replay.stderr)")
+        let stop = checkpoint()
+        try #require(stop > 0 && stop < head, "killed midway: checkpoint at record \(stop) of \(head)")
+        #expect(try ws.dwValue("SELECT count(*) FROM pg_constraint WHERE conrelid = 'killed.fact_procedure_telemetry'::regclass AND contype = 'p'") == "0",
+                "the telemetry fact's primary key is deferred while the replay runs")
+
+        let second = try ws.replayResult(schema: "killed")
+        try #require(second.status == 0, "\(second.stderr)")
+        #expect(second.stdout.contains("(continued from record \(stop))"), "\(second.stdout)")
+        #expect(try ws.dwValue("SELECT to_regclass('killed.cdc_deferred_constraints') IS NULL") == "t", "the record of deferred keys is gone")
+        try ProjectionOperationsTests.expectIdentical(ws, "dw", "killed")
+    }
+
     @Test func aReplayContinuesFromItsCheckpointInsteadOfRebuilding() throws {
         let ws = try ProjectionOperationsTests.seeded("rc_continue")
         defer { ws.tearDown() }
