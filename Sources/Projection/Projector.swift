@@ -249,9 +249,13 @@ public final class Projector {
             }
             inFlight = nil
         }
+        // The first batches are smaller (1/8, 1/4, 1/2 of `maxRecords`): the warehouse starts writing
+        // after a short fold instead of waiting for a whole one (about 0.4 s at 50,000 records).
+        var size = max(1, maxRecords / 8)
         do {
             while true {
-                let (batch, _, ends) = try read(maxRecords: maxRecords, until: until)
+                let (batch, _, ends) = try read(maxRecords: size, until: until)
+                size = min(maxRecords, size * 2)
                 if batch.isEmpty {
                     try settle()
                     if transactionOpen { throw Self.endsInside(position) }

@@ -22,6 +22,28 @@ import Glibc
         Int(try EventLog.openForReading(path: ws.source.logPath).position().head)
     }
 
+    /// 1,000 procedures (ids PROC-<tag>00001...), then `transactions` transactions of 30,000 telemetry
+    /// rows each for them (ids from `firstId` + 1): a log of batches a replay folds and commits one by one.
+    static func telemetryLoad(_ ws: WarehouseWorkspace, tag: String, firstId: Int, transactions: Int) throws {
+        try ws.change("""
+            INSERT INTO surgical_procedures (procedure_id, robot_id, surgeon_id, facility_id, procedure_type, procedure_category,
+                                             patient_id, patient_age, patient_gender, start_time, duration_minutes, status)
+            SELECT 'PROC-\(tag)' || lpad(g::text, 5, '0'), 'ROB-001', 'SRG-0001', 'FAC-001', 'Cholecystectomy', 'General',
+                   'PAT-\(tag)' || g, 20 + g % 60, 'F', timestamptz '2026-03-01 08:00:00+00' + g * interval '1 minute', 30, 'scheduled'
+            FROM generate_series(1, 1000) g
+            """)
+        for round in 0..<transactions {
+            try ws.change("""
+                INSERT INTO procedure_telemetry (telemetry_id, procedure_id, sample_timestamp, arm_position_x, arm_position_y,
+                                                 force_feedback, tool_type, tool_active, lighting_level, video_fps)
+                SELECT \(firstId) + \(round * 30_000) + g, 'PROC-\(tag)' || lpad((1 + g % 1000)::text, 5, '0'),
+                       timestamptz '2026-03-01 08:00:00+00' + g * interval '1 second', g % 1000 / 10.0, g % 777 / 7.0,
+                       g % 50 / 3.0, 'grasper', g % 3 = 0, g % 100, 60
+                FROM generate_series(1, 30000) g
+                """)
+        }
+    }
+
     @Test func aReplayBuildsEveryIndexTheMappingsDDLDeclares() throws {
         let ws = try ProjectionOperationsTests.seeded("rc_indexes")
         defer { ws.tearDown() }
@@ -49,25 +71,9 @@ import Glibc
     @Test func aReplayGathersPlannerStatisticsForTheTablesItFills() throws {
         let ws = try ProjectionOperationsTests.seeded("rc_stats")
         defer { ws.tearDown() }
-        try ws.change("""
-            INSERT INTO surgical_procedures (procedure_id, robot_id, surgeon_id, facility_id, procedure_type, procedure_category,
-                                             patient_id, patient_age, patient_gender, start_time, duration_minutes, status)
-            SELECT 'PROC-S' || lpad(g::text, 5, '0'), 'ROB-001', 'SRG-0001', 'FAC-001', 'Cholecystectomy', 'General',
-                   'PAT-S' || g, 20 + g % 60, 'F', timestamptz '2026-03-01 08:00:00+00' + g * interval '1 minute', 30, 'scheduled'
-            FROM generate_series(1, 1000) g
-            """)
         // Four transactions of 30,000 telemetry rows: replay batches of 50,000 records, the first two
         // committed before the third is folded.
-        for round in 0..<4 {
-            try ws.change("""
-                INSERT INTO procedure_telemetry (telemetry_id, procedure_id, sample_timestamp, arm_position_x, arm_position_y,
-                                                 force_feedback, tool_type, tool_active, lighting_level, video_fps)
-                SELECT 20000000 + \(round * 30_000) + g, 'PROC-S' || lpad((1 + g % 1000)::text, 5, '0'),
-                       timestamptz '2026-03-01 08:00:00+00' + g * interval '1 second', g % 1000 / 10.0, g % 777 / 7.0,
-                       g % 50 / 3.0, 'grasper', g % 3 = 0, g % 100, 60
-                FROM generate_series(1, 30000) g
-                """)
-        }
+        try Self.telemetryLoad(ws, tag: "S", firstId: 20_000_000, transactions: 4)
         try ws.run()
         try ws.replay(schema: "rebuilt")
         try ProjectionOperationsTests.expectIdentical(ws, "dw", "rebuilt")
@@ -83,23 +89,7 @@ import Glibc
     @Test func aReplayKilledMidwayContinuesByGrainAndEndsWithTheDDLsKeys() throws {
         let ws = try ProjectionOperationsTests.seeded("rc_killed")
         defer { ws.tearDown() }
-        try ws.change("""
-            INSERT INTO surgical_procedures (procedure_id, robot_id, surgeon_id, facility_id, procedure_type, procedure_category,
-                                             patient_id, patient_age, patient_gender, start_time, duration_minutes, status)
-            SELECT 'PROC-K' || lpad(g::text, 5, '0'), 'ROB-001', 'SRG-0001', 'FAC-001', 'Cholecystectomy', 'General',
-                   'PAT-K' || g, 20 + g % 60, 'F', timestamptz '2026-03-01 08:00:00+00' + g * interval '1 minute', 30, 'scheduled'
-            FROM generate_series(1, 1000) g
-            """)
-        for round in 0..<6 {
-            try ws.change("""
-                INSERT INTO procedure_telemetry (telemetry_id, procedure_id, sample_timestamp, arm_position_x, arm_position_y,
-                                                 force_feedback, tool_type, tool_active, lighting_level, video_fps)
-                SELECT 30000000 + \(round * 30_000) + g, 'PROC-K' || lpad((1 + g % 1000)::text, 5, '0'),
-                       timestamptz '2026-03-01 08:00:00+00' + g * interval '1 second', g % 1000 / 10.0, g % 777 / 7.0,
-                       g % 50 / 3.0, 'grasper', g % 3 = 0, g % 100, 60
-                FROM generate_series(1, 30000) g
-                """)
-        }
+        try Self.telemetryLoad(ws, tag: "K", firstId: 30_000_000, transactions: 6)
         // After them, so that the continued replay applies them: rows changed, deleted and moved to another grain.
         try ws.change("UPDATE procedure_telemetry SET force_feedback = force_feedback + 1 WHERE telemetry_id > 30000000 AND telemetry_id % 97 = 0")
         try ws.change("DELETE FROM procedure_telemetry WHERE telemetry_id > 30000000 AND telemetry_id % 89 = 0")
