@@ -543,7 +543,6 @@ struct Retired: @unchecked Sendable {
 
 /// One thread that runs a projector's warehouse writes, one batch at a time, while the caller folds
 /// the next batch.
-
 final class BatchWriter: @unchecked Sendable {
     private let condition = NSCondition()
     private var job: (() throws -> Void)?
