@@ -23,6 +23,9 @@ final class TableLayout {
     /// for the per-row checks): an UPDATE never sets it (nor the identity); a row where it changed is
     /// deleted and inserted again.
     private(set) var distribution: [Int] = []
+    /// How each column goes into a binary COPY, or nil if a column's type is one ``PGBinaryCopy`` does
+    /// not encode (the table's rows then go as text).
+    let binary: [PGBinaryCopy.Encoder]?
 
     init(table: String, columns: [String], identity: [String], catalog: [String: WarehouseColumn]) throws {
         self.table = table
@@ -39,6 +42,8 @@ final class TableLayout {
         self.types = types
         self.notNull = notNull
         self.identity = identity.map { index[$0]! }
+        let encoders = types.compactMap(PGBinaryCopy.encoder(forType:))
+        self.binary = encoders.count == types.count ? encoders : nil
     }
 
     /// ` AND alias.shardKey = ANY($n::type[])`, with the distinct `values` appended to `parameters` as

@@ -88,7 +88,7 @@ final class PostgresWriter: WarehouseWriter {
             heartbeat()
         }
         try update(d.layout, writes.updates.map { ([$0[d.keyColumn]], $0) })
-        try copy(writes.inserts, into: table, columns: d.layout.columnList)
+        try copy(writes.inserts, into: table, columns: d.layout.columnList, binary: d.layout.binary)
     }
 
     func write(_ f: FactProjector, _ batch: FactProjector.Writes) throws {
@@ -131,7 +131,7 @@ final class PostgresWriter: WarehouseWriter {
             heartbeat()
         }
         try update(layout, updates)
-        try copy(inserts, into: table, columns: layout.columnList)
+        try copy(inserts, into: table, columns: layout.columnList, binary: layout.binary)
         try writeEarly(f, batch.early)
     }
 
@@ -196,7 +196,8 @@ final class PostgresWriter: WarehouseWriter {
             }
             // A chunk after the first of a source transaction: the earlier chunk's rows are still staged.
             if !stagedInTransaction.insert(layout.table).inserted { try connection.execute("TRUNCATE pg_temp.\(stage)") }
-            try copy(rows.map { $0.identity + $0.row }, into: "pg_temp." + stage, columns: (ids + [layout.columnList]).joined(separator: ", "))
+            try copy(rows.map { $0.identity + $0.row }, into: "pg_temp." + stage, columns: (ids + [layout.columnList]).joined(separator: ", "),
+                     binary: layout.binary.map { encoders in layout.identity.map { encoders[$0] } + encoders })
             source = "SELECT \((ids + layout.columns.map(quoteIdentifier)).joined(separator: ", ")) FROM pg_temp.\(stage)"
         }
         let prune = layout.shardKey.map { key in layout.shardFilter(rows.map { $0.row[key] }, alias: "t.", parameters: &parameters) } ?? ""
@@ -204,15 +205,32 @@ final class PostgresWriter: WarehouseWriter {
         heartbeat()
     }
 
-    func copy(_ rows: [[String?]], into table: String, columns: String) throws {
+    /// Sends `rows` by `COPY ... FROM STDIN`: in binary where the table's column types allow it
+    /// (`binary`, see ``PGBinaryCopy``: PostgreSQL then does not parse the values' text, a quarter of
+    /// its COPY time), in text otherwise. A row with a value whose text the binary encoder does not
+    /// know ends the binary COPY before it, and it and the rows after it go by a text COPY in the same
+    /// transaction, where PostgreSQL parses the value (or rejects it with its own error).
+    func copy(_ rows: [[String?]], into table: String, columns: String, binary: [PGBinaryCopy.Encoder]?) throws {
         guard !rows.isEmpty else { return }
+        let chunkSize = 256 * 1024
         var next = 0
+        if let binary {
+            var ended = false
+            try connection.copyIn("COPY \(table) (\(columns)) FROM STDIN (FORMAT binary)") {
+                guard !ended else { return nil }
+                heartbeat()
+                let chunk = PGBinaryCopy.chunk(rows, next: &next, encoders: binary, size: chunkSize)
+                ended = chunk.last
+                return chunk.data
+            }
+            guard next < rows.count else { return }
+        }
         try connection.copyIn("COPY \(table) (\(columns)) FROM STDIN") {
             guard next < rows.count else { return nil }
             heartbeat()
             var chunk: [UInt8] = []
-            chunk.reserveCapacity(256 * 1024)
-            while next < rows.count, chunk.count < 256 * 1024 {
+            chunk.reserveCapacity(chunkSize)
+            while next < rows.count, chunk.count < chunkSize {
                 TableLayout.appendCopyLine(rows[next], to: &chunk)
                 next += 1
             }
