@@ -14,7 +14,10 @@ CHECKPOINT, autovacuum off:
             staging, joining the dimensions for the keys)
   physical  every table of replay_1 (its final rows, written to files beforehand, untimed) COPYed in
             text format through one connection into tables made LIKE it without indexes, then its
-            indexes (primary keys and unique ones included, as plain CREATE [UNIQUE] INDEX) built
+            indexes (primary keys and unique ones included, as plain CREATE [UNIQUE] INDEX) built: what
+            pg_restore does, and the reference of the issue's goal
+  physical_binary  the same in COPY's binary format (what cdc's writer sends): the server does not
+            parse the values' text, so this is the lower of the two limits
 Checks, not timed: replay_1 and the reload against the source (current dimension rows, every fact row,
 the facts' keys resolved to business keys, as order-independent hashes); every replay identical to the
 first, row for row, surrogate keys included."""
@@ -258,24 +261,25 @@ def reload_batch(ws: Workspace) -> dict:
 
 
 def physical_setup(ws: Workspace, schema: str) -> dict:
-    """Writes every table of `schema` to a file (text COPY) and notes its index definitions: the input of
-    the physical-limit load, prepared outside the timing."""
+    """Writes every table of `schema` to files (text and binary COPY) and notes its index definitions: the
+    input of the physical-limit loads, prepared outside the timing."""
     pg = ws.pg
     tables = [t for (t,) in pg.query("bwh", f"SELECT tablename FROM pg_tables WHERE schemaname = '{schema}' ORDER BY tablename")]
     indexes = pg.query("bwh", f"SELECT tablename, indexdef FROM pg_indexes WHERE schemaname = '{schema}' ORDER BY tablename, indexname")
     rows = 0
     with pg.connect("bwh") as connection:
         for table in tables:
-            with open(ws.path(f"physical-{table}.copy"), "wb") as out, \
-                    connection.cursor().copy(f"COPY {schema}.{table} TO STDOUT") as copy:
-                for block in copy:
-                    out.write(block)
+            for suffix, options in (("copy", ""), ("bin", " (FORMAT binary)")):
+                with open(ws.path(f"physical-{table}.{suffix}"), "wb") as out, \
+                        connection.cursor().copy(f"COPY {schema}.{table} TO STDOUT{options}") as copy:
+                    for block in copy:
+                        out.write(block)
             rows += connection.execute(f"SELECT count(*) FROM {schema}.{table}").fetchone()[0]
     return {"schema": schema, "tables": tables, "indexes": [(t, d) for t, d in indexes], "rows": rows}
 
 
-def physical_load(ws: Workspace, setup: dict, target: str) -> dict:
-    """COPY the files into empty tables LIKE the replayed ones, then build the same indexes."""
+def physical_load(ws: Workspace, setup: dict, target: str, binary: bool = False) -> dict:
+    """COPY the files (text, or `binary`) into empty tables LIKE the replayed ones, then build the same indexes."""
     pg, source = ws.pg, setup["schema"]
     with pg.connect("bwh") as connection:
         connection.execute(f"DROP SCHEMA IF EXISTS {target} CASCADE")
@@ -285,8 +289,8 @@ def physical_load(ws: Workspace, setup: dict, target: str) -> dict:
         connection.execute("CHECKPOINT")
         started = time.monotonic()
         for table in setup["tables"]:
-            with open(ws.path(f"physical-{table}.copy"), "rb") as data, \
-                    connection.cursor().copy(f"COPY {target}.{table} FROM STDIN") as copy:
+            with open(ws.path(f"physical-{table}.{'bin' if binary else 'copy'}"), "rb") as data, \
+                    connection.cursor().copy(f"COPY {target}.{table} FROM STDIN{' (FORMAT binary)' if binary else ''}") as copy:
                 while block := data.read(1 << 20):
                     copy.write(block)
         loaded = time.monotonic() - started
@@ -318,12 +322,12 @@ def run(ws: Workspace, *, events: int, reps: int) -> dict:
     pg.psql("bwh", "--single-transaction", "-c", RELOAD_SETUP)
     source_digest = digest(ws, "bsrc", SOURCE_DIGEST)
 
-    runs: dict[str, list] = {"replay": [], "reload": [], "physical": []}
+    runs: dict[str, list] = {"replay": [], "reload": [], "physical": [], "physical_binary": []}
     replay_digests, checks, physical = [], {}, None
     for r in range(1, reps + 1):
-        order = ["replay", "reload", "physical"] if r % 2 else ["physical", "reload", "replay"]
-        if physical is None and order[0] == "physical":
-            order = ["replay", "reload", "physical"]
+        order = ["replay", "reload", "physical", "physical_binary"] if r % 2 else ["physical_binary", "physical", "reload", "replay"]
+        if physical is None and order[0] != "replay":
+            order = ["replay", "reload", "physical", "physical_binary"]
         for what in order:
             pg.execute("bwh", "CHECKPOINT")
             if what == "replay":
@@ -346,7 +350,7 @@ def run(ws: Workspace, *, events: int, reps: int) -> dict:
                 if r == 1:
                     checks["reload_vs_source"] = compare(source_digest, digest(ws, "bwh", warehouse_digest("reload")))
             else:
-                entry = {"rep": r, **physical_load(ws, physical, f"physical_{r}")}
+                entry = {"rep": r, **physical_load(ws, physical, f"physical_{r}", binary=what == "physical_binary")}
             runs[what].append(entry)
             say(f"  {what} {r}: {entry['wall_s']:.2f} s")
     pg.autovacuum(True)
@@ -365,7 +369,9 @@ def run(ws: Workspace, *, events: int, reps: int) -> dict:
         "reload": {"median_s": round(median["reload"], 3), "rows": reload_rows, "runs": runs["reload"]},
         "physical": {"median_s": round(median["physical"], 3), "rows": physical["rows"], "tables": len(physical["tables"]),
                      "indexes": len(physical["indexes"]), "runs": runs["physical"]},
+        "physical_binary": {"median_s": round(median["physical_binary"], 3), "runs": runs["physical_binary"]},
         "ratio_replay_over_physical": round(median["replay"] / median["physical"], 2),
+        "ratio_replay_over_physical_binary": round(median["replay"] / median["physical_binary"], 2),
         "ratio_replay_over_reload": round(median["replay"] / median["reload"], 2),
         "checks": checks,
     }

@@ -120,7 +120,8 @@ def replay_section(out: Path, r: dict) -> list[str]:
         f"A log of {log['records']:,} records ({log['transactions']:,} transactions; built by pgbench with the OLTP mix and",
         "`cdc run --no-project`), rebuilt into a new schema by `cdc replay`, against the seeds' daily batch (full reload",
         "from the source tables through CSV staging) and against the physical limit (the final rows of the replayed",
-        "schema COPYed into empty tables, the same indexes built at the end). Median of "
+        "schema COPYed into empty tables, the same indexes built at the end; in text format as pg_restore does, the",
+        "issue's reference, and in binary format, which cdc's writer uses, the lower limit). Median of "
         f"{len(r['replay']['runs'])} alternating runs, each after a CHECKPOINT.",
         "",
         "| | seconds | rows or events | per second | replay / this |",
@@ -130,6 +131,9 @@ def replay_section(out: Path, r: dict) -> list[str]:
         f"{round(r['reload']['rows'] / r['reload']['median_s']):,} rows/s | **{r['ratio_replay_over_reload']:.2f}** |",
         f"| physical limit (COPY + {r['physical']['indexes']} indexes) | {r['physical']['median_s']:.2f} | {r['physical']['rows']:,} rows "
         f"| {round(r['physical']['rows'] / r['physical']['median_s']):,} rows/s | **{r['ratio_replay_over_physical']:.2f}** |",
+        *([f"| physical limit, binary COPY | {r['physical_binary']['median_s']:.2f} | {r['physical']['rows']:,} rows "
+           f"| {round(r['physical']['rows'] / r['physical_binary']['median_s']):,} rows/s | **{r['ratio_replay_over_physical_binary']:.2f}** |"]
+          if "physical_binary" in r else []),
         "",
         f"Peak RSS of `cdc replay`: {fmt(r['replay']['peak_rss_mib'])} MiB. Checks: replay = source "
         f"{yes(c['replay_vs_source']['equal'])}, reload = source {yes(c['reload_vs_source']['equal'])}, every replay identical "
@@ -139,8 +143,10 @@ def replay_section(out: Path, r: dict) -> list[str]:
         "",
     ]
     figure, ax = plt.subplots(figsize=(6, 2.6))
-    bars_with_runs(ax, ["cdc replay", "seeds' reload", "physical limit"], [r["replay"], r["reload"], r["physical"]],
-                   ["#3b6ea5", "#999999", "#555555"], horizontal=True)
+    names, results, colours = ["cdc replay", "seeds' reload", "physical limit"], [r["replay"], r["reload"], r["physical"]], ["#3b6ea5", "#999999", "#555555"]
+    if "physical_binary" in r:
+        names, results, colours = names + ["physical, binary"], results + [r["physical_binary"]], colours + ["#333333"]
+    bars_with_runs(ax, names, results, colours, horizontal=True)
     ax.invert_yaxis()
     ax.set_xlabel(f"seconds for a log of {log['records']:,} records (median, dots: runs)", fontsize=8)
     ax.tick_params(labelsize=8)
