@@ -164,13 +164,18 @@ def scale_section(out: Path, s: dict) -> list[str]:
         "Memory per process: peak RSS (all resident pages, including the log's pages LMDB maps and reads) / peak",
         "anonymous RSS (what the process allocated itself), MiB.",
         "",
-        "| events | log MiB | dimension rows | capture s/M | capture memory | verify s/M | verify memory | replay s/M | replay memory |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "Replay WAL: what the replay wrote, MiB per million events; checkpoints: those its WAL requested",
+        "(PostgreSQL's `max_wal_size`, 1 GB by default), each followed by full-page writes.",
+        "",
+        "| events | log MiB | dimension rows | capture s/M | capture memory | verify s/M | verify memory | replay s/M | replay memory | replay WAL MiB/M | checkpoints during replay |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in s["points"]:
+        r = p["replay"]
+        wal = fmt(r["wal_bytes"] / 2**20 / (p["events"] / 1e6), ".0f") if "wal_bytes" in r else "-"
         lines.append(f"| {p['events']:,} | {p['log_bytes'] / 2**20:,.0f} | {p['dimension_rows']:,} | {fmt(p['capture']['s_per_million'], '.1f')} "
                      f"| {memory(p['capture'])} | {fmt(p['verify']['s_per_million'], '.1f')} | {memory(p['verify'])} "
-                     f"| {fmt(p['replay']['s_per_million'], '.1f')} | {memory(p['replay'])} |")
+                     f"| {fmt(r['s_per_million'], '.1f')} | {memory(r)} | {wal} | {r.get('checkpoints_requested', '-')} |")
     lines += ["", "![cost per event](scale.png)", ""]
     figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
     xs = [p["events"] for p in s["points"]]

@@ -9,7 +9,9 @@ no new dimension rows): a million events take seconds to make, where the OLTP wo
 minutes. Then, timed, each after a CHECKPOINT:
   capture  `cdc run --no-project --endpos` of the new events (per million: of those new events)
   verify   `cdc log verify` of the whole log
-  replay   `cdc replay --schema scale_N` of the whole log (dropped afterwards)"""
+  replay   `cdc replay --schema scale_N` of the whole log (dropped afterwards), after a CHECKPOINT; also
+           the WAL it wrote and the checkpoints it requested (WAL past max_wal_size: pg_stat_bgwriter, or
+           pg_stat_checkpointer from PostgreSQL 17), PostgreSQL's costs that grow with a replay's length"""
 
 from __future__ import annotations
 
@@ -59,6 +61,10 @@ def run(ws: Workspace, *, sizes: list[int]) -> dict:
     config = ws.write_config("cdc-scale", "ssrc", log="log-scale", slot="cdc_scale", publication="cdc_scale", warehouse="swh")
     ws.cdc(["init", "--config", str(config)], stderr_to=ws.path("log-scale.err"), what="cdc init")
     pg.autovacuum(False)
+    # Checkpoints requested by WAL volume: pg_stat_checkpointer from PostgreSQL 17, pg_stat_bgwriter before.
+    version = int(pg.query("swh", "SHOW server_version_num")[0][0])
+    requested = ("SELECT num_requested FROM pg_stat_checkpointer" if version >= 170000
+                 else "SELECT checkpoints_req FROM pg_stat_bgwriter")
     points = []
     for size in sizes:
         head = ws.log_stats("log-scale")["head"]
@@ -82,9 +88,15 @@ def run(ws: Workspace, *, sizes: list[int]) -> dict:
             verify = timed([str(ws.cdc_path), "log", "verify", "--log", str(ws.path("log-scale"))], stdout=out, stderr=out,
                            what="cdc log verify")
         schema = f"scale_{len(points) + 1}"
+        # The WAL the replay writes and the checkpoints it sets off (max_wal_size): PostgreSQL's costs
+        # that grow with the replay's length, not with the log's size per event.
+        pg.execute("swh", "CHECKPOINT")
+        wal0, checkpoints0 = pg.query("swh", f"SELECT pg_current_wal_lsn()::text, ({requested})")[0]
         with open(ws.path("replay-scale.err"), "a") as err:
             replay = timed([str(ws.cdc_path), "replay", "--config", str(config), "--schema", schema], stdout=err, stderr=err,
                            what="cdc replay")
+        wal_bytes, checkpoints = pg.query("swh", f"""SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{wal0}')::bigint,
+                                                 ({requested}) - {checkpoints0}""")[0]
         dimension_rows = pg.query("swh", f"""SELECT (SELECT count(*) FROM {schema}.dim_facilities) + (SELECT count(*) FROM {schema}.dim_surgeons)
                                               + (SELECT count(*) FROM {schema}.dim_robots)""")[0][0]
         pg.execute("swh", f"DROP SCHEMA {schema} CASCADE")
@@ -94,13 +106,15 @@ def run(ws: Workspace, *, sizes: list[int]) -> dict:
             "dimension_rows": dimension_rows,
             "capture": {**capture.as_dict(), "s_per_million": round(capture.wall_s / (new / 1e6), 2) if new else None},
             "verify": {**verify.as_dict(), "s_per_million": round(verify.wall_s / million, 2)},
-            "replay": {**replay.as_dict(), "s_per_million": round(replay.wall_s / million, 2)},
+            "replay": {**replay.as_dict(), "s_per_million": round(replay.wall_s / million, 2),
+                       "wal_bytes": int(wal_bytes), "checkpoints_requested": int(checkpoints)},
         }
         points.append(point)
         say(f"  {stats['head']:,} events: capture {point['capture']['s_per_million']} s/M (of {new:,} new),"
             f" verify {point['verify']['s_per_million']} s/M, replay {point['replay']['s_per_million']} s/M;"
             f" peak RSS capture {capture.max_rss_mib or 0:.0f}, verify {verify.max_rss_mib or 0:.0f},"
-            f" replay {replay.max_rss_mib or 0:.0f} MiB")
+            f" replay {replay.max_rss_mib or 0:.0f} MiB; the replay wrote {int(wal_bytes) / 2**20:,.0f} MiB of WAL,"
+            f" {int(checkpoints)} checkpoint(s) requested during it")
     pg.autovacuum(True)
     if not ws.keep:
         pg.execute("ssrc", "SELECT pg_drop_replication_slot('cdc_scale')")
