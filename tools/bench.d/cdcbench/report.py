@@ -131,9 +131,8 @@ def replay_section(out: Path, r: dict) -> list[str]:
         f"{round(r['reload']['rows'] / r['reload']['median_s']):,} rows/s | **{r['ratio_replay_over_reload']:.2f}** |",
         f"| physical limit (COPY + {r['physical']['indexes']} indexes) | {r['physical']['median_s']:.2f} | {r['physical']['rows']:,} rows "
         f"| {round(r['physical']['rows'] / r['physical']['median_s']):,} rows/s | **{r['ratio_replay_over_physical']:.2f}** |",
-        *([f"| physical limit, binary COPY | {r['physical_binary']['median_s']:.2f} | {r['physical']['rows']:,} rows "
-           f"| {round(r['physical']['rows'] / r['physical_binary']['median_s']):,} rows/s | **{r['ratio_replay_over_physical_binary']:.2f}** |"]
-          if "physical_binary" in r else []),
+        f"| physical limit, binary COPY | {r['physical_binary']['median_s']:.2f} | {r['physical']['rows']:,} rows "
+        f"| {round(r['physical']['rows'] / r['physical_binary']['median_s']):,} rows/s | **{r['ratio_replay_over_physical_binary']:.2f}** |",
         "",
         f"Peak RSS of `cdc replay`: {fmt(r['replay']['peak_rss_mib'])} MiB. Checks: replay = source "
         f"{yes(c['replay_vs_source']['equal'])}, reload = source {yes(c['reload_vs_source']['equal'])}, every replay identical "
@@ -143,10 +142,9 @@ def replay_section(out: Path, r: dict) -> list[str]:
         "",
     ]
     figure, ax = plt.subplots(figsize=(6, 2.6))
-    names, results, colours = ["cdc replay", "seeds' reload", "physical limit"], [r["replay"], r["reload"], r["physical"]], ["#3b6ea5", "#999999", "#555555"]
-    if "physical_binary" in r:
-        names, results, colours = names + ["physical, binary"], results + [r["physical_binary"]], colours + ["#333333"]
-    bars_with_runs(ax, names, results, colours, horizontal=True)
+    bars_with_runs(ax, ["cdc replay", "seeds' reload", "physical limit", "physical, binary"],
+                   [r["replay"], r["reload"], r["physical"], r["physical_binary"]],
+                   ["#3b6ea5", "#999999", "#555555", "#333333"], horizontal=True)
     ax.invert_yaxis()
     ax.set_xlabel(f"seconds for a log of {log['records']:,} records (median, dots: runs)", fontsize=8)
     ax.tick_params(labelsize=8)
@@ -172,10 +170,10 @@ def scale_section(out: Path, s: dict) -> list[str]:
     ]
     for p in s["points"]:
         r = p["replay"]
-        wal = fmt(r["wal_bytes"] / 2**20 / (p["events"] / 1e6), ".0f") if "wal_bytes" in r else "-"
+        wal = fmt(r["wal_bytes"] / 2**20 / (p["events"] / 1e6), ".0f")
         lines.append(f"| {p['events']:,} | {p['log_bytes'] / 2**20:,.0f} | {p['dimension_rows']:,} | {fmt(p['capture']['s_per_million'], '.1f')} "
                      f"| {memory(p['capture'])} | {fmt(p['verify']['s_per_million'], '.1f')} | {memory(p['verify'])} "
-                     f"| {fmt(r['s_per_million'], '.1f')} | {memory(r)} | {wal} | {r.get('checkpoints_requested', '-')} |")
+                     f"| {fmt(r['s_per_million'], '.1f')} | {memory(r)} | {wal} | {r['checkpoints_requested']} |")
     lines += ["", "![cost per event](scale.png)", ""]
     figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
     xs = [p["events"] for p in s["points"]]
