@@ -47,7 +47,7 @@ final class DimensionProjector {
     let cEffective, cExpiration, cIsCurrent, cValidFrom, cValidTo, cChangeType, cHash, cLSN, cInferred: Int
 
     /// Current versions by business key.
-    var current: [[String?]: Version] = [:]
+    var current: [Grain: Version] = [:]
     var nextKey: Int64 = 1
     /// Versions the batch wrote, by surrogate key.
     var touched: [Int64: Version] = [:]
@@ -55,7 +55,7 @@ final class DimensionProjector {
     var removed: [Int64] = []
     /// The last version (the DELETE row) of every business key deleted at the source and not current
     /// since: what a fact naming such a key points at (no inferred member resurrects it).
-    var lastDeleted: [[String?]: Int64] = [:]
+    var lastDeleted: [Grain: Int64] = [:]
 
     init(spec: ProjectionMapping.Dimension, catalog: [String: WarehouseColumn]) throws {
         self.spec = spec
@@ -107,7 +107,7 @@ final class DimensionProjector {
         for r in 0..<result.rowCount {
             let row = (0..<layout.columns.count).map { result.value(r, $0) }
             let version = Version(key: Int64(row[keyColumn]!)!, row: row, openedLSN: row[cLSN].flatMap { LSN($0)?.value } ?? 0, existed: true)
-            current[businessKeyColumns.map { row[$0] }] = version
+            current[Grain(row, businessKeyColumns)] = version
         }
         // A key without a current version has been deleted: its highest surrogate key is its DELETE row
         // (keys are assigned in log order).
@@ -118,7 +118,7 @@ final class DimensionProjector {
         lastDeleted = [:]
         for r in 0..<deleted.rowCount {
             guard let last = Int64(deleted.value(r, 0) ?? "") else { continue }
-            lastDeleted[(1...spec.businessKey.count).map { deleted.value(r, $0) }] = last
+            lastDeleted[Grain((1...spec.businessKey.count).map { deleted.value(r, $0) })] = last
         }
         let max = try connection.execute("SELECT greatest(coalesce(max(\(key)), 0), 0) FROM \(table)")
         nextKey = (Int64(max.value(0, 0) ?? "0") ?? 0) + 1
@@ -137,18 +137,18 @@ final class DimensionProjector {
         case .snapshot, .insert:
             if let after { upsert(after, oldKey: nil, plan: plan, changeType: "INSERT", ctx) }
         case .update:
-            if let after { upsert(after, oldKey: before.map { plan.values($0, keyRange) }, plan: plan, changeType: "UPDATE", ctx) }
+            if let after { upsert(after, oldKey: before.map { plan.grain($0, keyRange) }, plan: plan, changeType: "UPDATE", ctx) }
         case .delete:
-            if let before { delete(plan.values(before, keyRange), ctx) }
+            if let before { delete(plan.grain(before, keyRange), ctx) }
         default:
             break
         }
     }
 
-    func upsert(_ after: [Incoming], oldKey: [String?]?, plan: SourcePlan, changeType: String, _ ctx: ChangeContext) {
-        let key = plan.values(after, 0..<businessKeyColumns.count)
-        guard !key.contains(where: { $0 == nil }) else { return }  // no business key: nothing to version
-        if let oldKey, oldKey != key, !oldKey.contains(where: { $0 == nil }), current[oldKey] != nil {
+    func upsert(_ after: [Incoming], oldKey: Grain?, plan: SourcePlan, changeType: String, _ ctx: ChangeContext) {
+        let key = plan.grain(after, 0..<businessKeyColumns.count)
+        guard !key.hasNull else { return }  // no business key: nothing to version
+        if let oldKey, oldKey != key, !oldKey.hasNull, current[oldKey] != nil {
             delete(oldKey, ctx)
         }
         let existing = current[key]
@@ -158,7 +158,7 @@ final class DimensionProjector {
         for (i, column) in attributeColumns.enumerated() {
             if case .value(let v) = plan.incoming(after, first + i) { row[column] = v }
         }
-        let lookupKeys = lookupSourceRanges.map { plan.values(after, $0) }
+        let lookupKeys = lookupSourceRanges.map { plan.grain(after, $0) }
         let hash = recordHash(row, lookupKeys)
 
         guard let existing else {
@@ -192,7 +192,7 @@ final class DimensionProjector {
     }
 
     /// Opens a new current version holding `row`'s values.
-    func open(_ source: [String?], lookupKeys: [[String?]], hash: String, changeType: String, _ ctx: ChangeContext, cancellable: Bool) {
+    func open(_ source: [String?], lookupKeys: [Grain], hash: String, changeType: String, _ ctx: ChangeContext, cancellable: Bool) {
         var row = source
         let key = nextKey
         nextKey += 1
@@ -209,7 +209,7 @@ final class DimensionProjector {
         row[cInferred] = "f"
         let version = Version(key: key, row: row, openedLSN: ctx.lsn, existed: false)
         version.cancellable = cancellable
-        current[businessKeyColumns.map { row[$0] }] = version
+        current[Grain(row, businessKeyColumns)] = version
         touched[key] = version
     }
 
@@ -220,14 +220,14 @@ final class DimensionProjector {
         touched[version.key] = version
     }
 
-    func resolveLookups(_ row: inout [String?], _ lookupKeys: [[String?]], _ ctx: ChangeContext) {
+    func resolveLookups(_ row: inout [String?], _ lookupKeys: [Grain], _ ctx: ChangeContext) {
         for (i, column) in lookupColumns.enumerated() {
             row[column] = lookupTargets[i].resolve(lookupKeys[i], ctx)
         }
     }
 
     /// Closes the current version of `key`; a DELETE row records the deletion.
-    func delete(_ key: [String?], _ ctx: ChangeContext) {
+    func delete(_ key: Grain, _ ctx: ChangeContext) {
         guard let version = current.removeValue(forKey: key) else { return }
         if version.openedLSN == ctx.lsn, version.cancellable {
             // Inserted and deleted by one transaction, and no fact used it: it never existed.
@@ -264,8 +264,8 @@ final class DimensionProjector {
     /// the source (and not inserted again), its last version, the DELETE row (Kimball: a fact of a
     /// retired member points at the member's last row; no current row comes back for it); an inferred
     /// member when the key was never seen.
-    func resolve(_ key: [String?], _ ctx: ChangeContext) -> String {
-        guard !key.isEmpty, !key.contains(where: { $0 == nil }) else { return "-1" }
+    func resolve(_ key: Grain, _ ctx: ChangeContext) -> String {
+        guard key.count > 0, !key.hasNull else { return "-1" }
         if let version = current[key] {
             version.cancellable = false
             return String(version.key)
@@ -291,7 +291,7 @@ final class DimensionProjector {
     }
 
     /// SHA-256 (hex) over the type-2 values and the lookups' business keys, each length-prefixed.
-    func recordHash(_ row: [String?], _ lookupKeys: [[String?]]) -> String {
+    func recordHash(_ row: [String?], _ lookupKeys: [Grain]) -> String {
         // The framed values in one buffer, hashed once (one update per value, and a String per hex
         // byte, were 3% of a replay's CPU).
         var input: [UInt8] = []
@@ -303,7 +303,7 @@ final class DimensionProjector {
             input.append(contentsOf: value.utf8)
         }
         for column in attributeColumns[..<type2Count] { add(row[column]) }
-        for key in lookupKeys { for value in key { add(value) } }
+        for key in lookupKeys { for i in 0..<key.count { add(key[i]) } }
         var hex: [UInt8] = []
         hex.reserveCapacity(64)
         for byte in SHA256.hash(data: input) {

@@ -12,20 +12,20 @@ final class FactProjector {
     final class Row {
         var row: [String?]
         /// The business keys the row's dimension (or fact) keys were resolved from, per lookup.
-        var lookupKeys: [[String?]]
+        var lookupKeys: [Grain]
         /// In the warehouse already: flush UPDATEs it (by `identity`), else INSERTs it.
         var existed: Bool
         /// The identity of the warehouse row (surrogate key or grain, as stored).
         var identity: [String?]
         /// The grain of the warehouse row, for a row read from it.
-        var originalGrain: [String?]?
+        var originalGrain: Grain?
         /// The values of the layout's `distribution` columns as stored, for a row read from the warehouse.
         var storedDistribution: [String?] = []
         /// Changed by the batch (or new): only such rows are written. A row read for a lookup or for a
         /// snapshot record equal to it is left as the warehouse has it.
         var dirty = true
 
-        init(row: [String?], lookupKeys: [[String?]], existed: Bool, identity: [String?]) {
+        init(row: [String?], lookupKeys: [Grain], existed: Bool, identity: [String?]) {
             self.row = row
             self.lookupKeys = lookupKeys
             self.existed = existed
@@ -65,7 +65,7 @@ final class FactProjector {
     /// For a fact deleted with its parent: the column holding the parent's key, and the batch's rows
     /// by that key (so a parent's delete finds its rows without scanning the batch).
     var parentColumn: Int?
-    var rowsByParent: [String: [[String?]]] = [:]
+    var rowsByParent: [String: [Grain]] = [:]
     /// Own source columns: grain, values, date sources, time sources, lookup business keys.
     var source: SourceColumns
     let valueRange: Range<Int>, dateRange: Range<Int>, timeRange: Range<Int>
@@ -76,15 +76,15 @@ final class FactProjector {
     /// lately, by grain, so that ``prefetch(_:connection:schema:overlay:)`` reads them from their
     /// shard rather than from every shard. A hint, never trusted: a row not found where its hint
     /// points is read from every shard. Forgotten when it outgrows ``shardHintLimit``.
-    var shardHints: [[String?]: String] = [:]
+    var shardHints: [Grain: String] = [:]
     static let shardHintLimit = 100_000
 
     // Batch state.
-    var rows: [[String?]: Row] = [:]
+    var rows: [Grain: Row] = [:]
     var deletedIdentities: [[String?]] = []
     /// The stored shard key value of each of `deletedIdentities` (Citus; nil without a shard key).
     var deletedShardKeys: [String?] = []
-    var deletedGrains: [[String?]] = []
+    var deletedGrains: [Grain] = []
     /// Parent surrogate keys whose rows of this (child) fact go.
     var cascadeKeys: [String] = []
     var truncated = false
@@ -95,7 +95,7 @@ final class FactProjector {
     /// does not exist (yet), by grain, then milestone index. Applied when a fact row with that grain
     /// arrives. Kept in memory between batches like the dimensions' current versions (loaded from
     /// `cdc_early_arrivals`, which every batch updates in its own transaction).
-    var early: [[String?]: [Int: EarlyArrival]] = [:]
+    var early: [Grain: [Int: EarlyArrival]] = [:]
     /// The entries in the warehouse table, and those the batch changed (or the milestones it cleared).
     var earlyStored: Set<EarlyArrival.Key> = []
     var earlyTouched: Set<EarlyArrival.Key> = []
@@ -154,8 +154,8 @@ final class FactProjector {
 
     /// Reads the warehouse rows of `grains` (with the business keys behind their lookups) into the batch.
     /// `overlay`: the batch still in flight, which the warehouse does not show yet.
-    func prefetch(_ grains: Set<[String?]>, connection: PGConnection, schema: String, overlay: Overlay? = nil) throws {
-        var wanted = grains.filter { rows[$0] == nil && !$0.contains(where: { $0 == nil }) }
+    func prefetch(_ grains: Set<Grain>, connection: PGConnection, schema: String, overlay: Overlay? = nil) throws {
+        var wanted = grains.filter { rows[$0] == nil && !$0.hasNull }
         if let overlay {
             for grain in wanted {
                 if let fact = overlay.rows[grain] {
@@ -176,7 +176,7 @@ final class FactProjector {
         if layout.shardKey != nil, !shardHints.isEmpty {
             // On Citus: the rows whose shard is known are read from those shards only; the others
             // (and any not found where the hint said) from every shard.
-            var hinted: [[String?]] = [], keys: [String?] = []
+            var hinted: [Grain] = [], keys: [String?] = []
             for grain in wanted {
                 if let value = shardHints[grain] { hinted.append(grain); keys.append(value) }
             }
@@ -190,7 +190,7 @@ final class FactProjector {
 
     /// Reads the warehouse rows of `list` into the batch, from the shards holding shard key values
     /// `shards` if given; returns the grains found.
-    private func read(_ list: [[String?]], connection: PGConnection, schema: String, shards: [String?]?) throws -> Set<[String?]> {
+    private func read(_ list: [Grain], connection: PGConnection, schema: String, shards: [String?]?) throws -> Set<Grain> {
         let s = quoteIdentifier(schema)
         var select = layout.columns.map { "f." + quoteIdentifier($0) }
         for (i, lookup) in spec.lookups.enumerated() {
@@ -216,17 +216,17 @@ final class FactProjector {
         var sql = "SELECT \(select.joined(separator: ", ")) FROM \(s).\(quoteIdentifier(spec.table)) f WHERE (\(grainList)) IN (SELECT * FROM unnest(\(unnest.joined(separator: ", "))))"
         if let shards { sql += layout.shardFilter(shards, alias: "f.", parameters: &parameters) }
         let result = try connection.query(sql, parameters)
-        var found: Set<[String?]> = []
+        var found: Set<Grain> = []
         let width = layout.columns.count
         for r in 0..<result.rowCount {
             let row = (0..<width).map { result.value(r, $0) }
             var position = width
-            var lookupKeys: [[String?]] = []
+            var lookupKeys: [Grain] = []
             for range in lookupRanges {
-                lookupKeys.append((0..<range.count).map { i in result.value(r, position + i) })
+                lookupKeys.append(Grain((0..<range.count).map { i in result.value(r, position + i) }))
                 position += range.count
             }
-            let grain = grainColumns.map { row[$0] }
+            let grain = Grain(row, grainColumns)
             let fact = Row(row: row, lookupKeys: lookupKeys, existed: true, identity: layout.identity.map { row[$0] })
             fact.originalGrain = grain
             fact.storedDistribution = layout.distribution.map { row[$0] }
@@ -240,8 +240,8 @@ final class FactProjector {
 
     /// The grains (from the before and after images) a change touches: of the fact's own source, or of a
     /// milestone's (whose match columns come first too).
-    func grains(of record: ChangeRecord, plan: SourcePlan) -> [[String?]] {
-        [record.before, record.after].compactMap { $0.map { plan.values($0, grainRange) } }
+    func grains(of record: ChangeRecord, plan: SourcePlan) -> [Grain] {
+        [record.before, record.after].compactMap { $0.map { plan.grain($0, grainRange) } }
     }
 
     // MARK: Folding the fact's own source
@@ -253,11 +253,11 @@ final class FactProjector {
             truncate()
         case .snapshot, .insert, .update:
             guard let after else { return }
-            let grain = plan.values(after, grainRange)
-            let old = before.map { plan.values($0, grainRange) } ?? grain
+            let grain = plan.grain(after, grainRange)
+            let old = before.map { plan.grain($0, grainRange) } ?? grain
             if record.header.op == .snapshot, let existing = rows[grain] {
                 refresh(existing, after, plan: plan, ctx, clock: clock)
-            } else if let existing = rows[old] ?? rows[grain] {
+            } else if let existing = rows[old] ?? (old != grain ? rows[grain] : nil) {
                 if old != grain { rows[old] = nil; rows[grain] = existing }
                 update(existing, after, plan: plan, ctx, clock: clock)
                 if old != grain { adoptEarly(existing, grain, ctx) }
@@ -266,23 +266,27 @@ final class FactProjector {
             }
         case .delete:
             guard let before else { return }
-            delete(plan.values(before, grainRange))
+            delete(plan.grain(before, grainRange))
         default:
             break
         }
     }
 
-    func insert(_ grain: [String?], _ after: [Incoming], plan: SourcePlan, _ ctx: ChangeContext, clock: WarehouseClock) {
-        guard !grain.contains(where: { $0 == nil }) else { return }
+    func insert(_ grain: Grain, _ after: [Incoming], plan: SourcePlan, _ ctx: ChangeContext, clock: WarehouseClock) {
+        guard !grain.hasNull else { return }
         var row = [String?](repeating: nil, count: layout.columns.count)
         if let keyColumn {
             row[keyColumn] = String(nextKey)
             nextKey += 1
         }
-        for (i, column) in grainColumns.enumerated() { row[column] = grain[i] }
-        var lookupKeys: [[String?]] = []
+        // The grain's texts as the source sent them (an integer grain holds no String).
+        for (i, column) in grainColumns.enumerated() {
+            if case .value(let v) = plan.incoming(after, i) { row[column] = v }
+        }
+        var lookupKeys: [Grain] = []
+        lookupKeys.reserveCapacity(lookupRanges.count)
         for (i, range) in lookupRanges.enumerated() {
-            let key = plan.values(after, range)
+            let key = plan.grain(after, range)
             lookupKeys.append(key)
             row[lookupColumns[i]] = resolve(i, key, ctx)
         }
@@ -295,7 +299,7 @@ final class FactProjector {
         adoptEarly(fact, grain, ctx)
     }
 
-    func noteParent(_ fact: Row, _ grain: [String?]) {
+    func noteParent(_ fact: Row, _ grain: Grain) {
         if let parentColumn, let parent = fact.row[parentColumn] { rowsByParent[parent, default: []].append(grain) }
     }
 
@@ -316,7 +320,7 @@ final class FactProjector {
             if case .value(let v) = plan.incoming(after, i) { fact.row[column] = v }
         }
         for (i, range) in lookupRanges.enumerated() {
-            let key = plan.values(after, range)
+            let key = plan.grain(after, range)
             if key != fact.lookupKeys[i] {
                 // Re-pointed only when the business key changed: to the version current now.
                 fact.lookupKeys[i] = key
@@ -326,7 +330,7 @@ final class FactProjector {
         setValues(fact, after, plan: plan, clock: clock)
         fact.row[cUpdated] = ctx.timestamp
         fact.row[cLSN] = ctx.lsnText
-        noteParent(fact, grainColumns.map { fact.row[$0] })
+        noteParent(fact, Grain(fact.row, grainColumns))
     }
 
     /// Copies the value columns and computes the date and time keys (an unchanged TOAST value keeps the row's).
@@ -353,7 +357,7 @@ final class FactProjector {
         }
     }
 
-    func resolve(_ lookup: Int, _ key: [String?], _ ctx: ChangeContext) -> String {
+    func resolve(_ lookup: Int, _ key: Grain, _ ctx: ChangeContext) -> String {
         switch lookupTargets[lookup] {
         case .dimension(let d): return d.resolve(key, ctx)
         case .fact(let f): return f.key(of: key) ?? "-1"
@@ -361,7 +365,7 @@ final class FactProjector {
     }
 
     /// The surrogate key of the fact row with `grain`, nil when there is none.
-    func key(of grain: [String?]) -> String? {
+    func key(of grain: Grain) -> String? {
         guard let keyColumn, let row = rows[grain] else { return nil }
         return row.row[keyColumn]
     }
@@ -373,7 +377,7 @@ final class FactProjector {
         return fact.storedDistribution.first ?? nil
     }
 
-    func delete(_ grain: [String?]) {
+    func delete(_ grain: Grain) {
         guard let fact = rows.removeValue(forKey: grain) else { return }
         if fact.existed {
             deletedIdentities.append(fact.identity)
@@ -418,8 +422,8 @@ final class FactProjector {
             clearEarly(index)
         case .snapshot, .insert, .update:
             guard let after else { return }
-            let grain = plan.values(after, grainRange)
-            if let before, case let old = plan.values(before, grainRange), old != grain, clear {
+            let grain = plan.grain(after, grainRange)
+            if let before, case let old = plan.grain(before, grainRange), old != grain, clear {
                 if let fact = rows[old] { set(fact, milestone.columns, nil, ctx) } else { dropEarly(index, old) }
             }
             guard let fact = rows[grain] else {
@@ -439,7 +443,7 @@ final class FactProjector {
             fact.dirty = true
         case .delete:
             guard clear, let before else { return }
-            let grain = plan.values(before, grainRange)
+            let grain = plan.grain(before, grainRange)
             if let fact = rows[grain] { set(fact, milestone.columns, nil, ctx) } else { dropEarly(index, grain) }
         default:
             break
@@ -458,8 +462,8 @@ final class FactProjector {
     /// Keeps milestone `index`'s values for `grain`, whose fact row does not exist: on top of what an
     /// earlier change kept (an unchanged TOASTed value keeps the kept one). A `snapshot` record equal
     /// to the kept values changes nothing.
-    func keepEarly(_ index: Int, _ grain: [String?], _ after: [Incoming], plan: SourcePlan, _ ctx: ChangeContext, snapshot: Bool = false) {
-        guard !grain.contains(where: { $0 == nil }) else { return }
+    func keepEarly(_ index: Int, _ grain: Grain, _ after: [Incoming], plan: SourcePlan, _ ctx: ChangeContext, snapshot: Bool = false) {
+        guard !grain.hasNull else { return }
         let first = grainColumns.count
         let kept = early[grain]?[index]
         var entry = kept ?? EarlyArrival(values: Array(repeating: nil, count: milestones[index].columns.count), lsn: "", time: "")
@@ -474,7 +478,7 @@ final class FactProjector {
     }
 
     /// The milestone row kept for `grain` went (deleted, or moved to another grain) before its fact came.
-    func dropEarly(_ index: Int, _ grain: [String?]) {
+    func dropEarly(_ index: Int, _ grain: Grain) {
         guard early[grain]?.removeValue(forKey: index) != nil else { return }
         if early[grain]?.isEmpty == true { early[grain] = nil }
         earlyTouched.insert(.init(grain: grain, milestone: index))
@@ -488,7 +492,7 @@ final class FactProjector {
     }
 
     /// A fact row now has `grain`: the milestones that came before it are applied, as of its change.
-    func adoptEarly(_ fact: Row, _ grain: [String?], _ ctx: ChangeContext) {
+    func adoptEarly(_ fact: Row, _ grain: Grain, _ ctx: ChangeContext) {
         guard !early.isEmpty, let waiting = early.removeValue(forKey: grain) else { return }
         for (index, entry) in waiting.sorted(by: { $0.key < $1.key }) {
             for (i, column) in milestones[index].columns.enumerated() {
@@ -535,7 +539,7 @@ final class FactProjector {
                                           [spec.table])
         for r in 0..<result.rowCount {
             guard let index = milestones.firstIndex(where: { $0.spec.source == result.value(r, 0) }),
-                  let grain = EarlyArrival.decodeArray(result.value(r, 1)),
+                  let grain = EarlyArrival.decodeArray(result.value(r, 1)).map(Grain.init),
                   let values = EarlyArrival.decodeObject(result.value(r, 2)) else { continue }
             let entry = EarlyArrival(values: milestones[index].spec.columns.map { values[$0] }, lsn: "", time: "")
             early[grain, default: [:]][index] = entry
@@ -554,13 +558,13 @@ final class FactProjector {
         var deletedShardKeys: [String?] = []
         /// Grains of the warehouse rows that `deleted` removes or whose grain changed (for the next
         /// batch's view of this one).
-        var deletedGrains: Set<[String?]>
+        var deletedGrains: Set<Grain>
         var cascade: [String]
         /// Every row the batch read, changed or added, by grain. Only the `dirty` ones are written: with
         /// `existed` updated, the others inserted. The rest (read for a lookup, or met by a snapshot
         /// record equal to them) the warehouse holds as they are; they stay here for the next batch's
         /// view of this one (not filtered out: that would rehash every grain of the batch).
-        var rows: [[String?]: Row]
+        var rows: [Grain: Row]
         /// Changes to `cdc_early_arrivals`.
         var early = EarlyArrival.Writes()
     }
@@ -592,8 +596,8 @@ final class FactProjector {
     /// The rows a batch in flight (written, not yet committed) leaves, as the next batch must see
     /// them instead of the warehouse's: its rows by grain, and the grains it deletes. Read only.
     struct Overlay {
-        let rows: [[String?]: Row]
-        let deleted: Set<[String?]>
+        let rows: [Grain: Row]
+        let deleted: Set<Grain>
 
         init(_ writes: Writes) {
             rows = writes.rows
@@ -610,7 +614,7 @@ struct EarlyArrival {
     var time: String
 
     struct Key: Hashable {
-        var grain: [String?]
+        var grain: Grain
         var milestone: Int
     }
 

@@ -401,11 +401,11 @@ public final class Projector {
         pending.continuesTransaction = foldedInside
         pending.endsTransaction = endsTransaction
         // Rows the batch updates, deletes or looks up, fetched once.
-        var needed: [ObjectIdentifier: Set<[String?]>] = [:]
+        var needed: [ObjectIdentifier: Set<Grain>] = [:]
         // Grains a plain INSERT of the fact's own source has added earlier in the batch: a later
         // lookup of such a row finds it in the batch, so it is not read from the warehouse (where it
         // is not; on Citus a read by grain asks every shard).
-        var inserted: [ObjectIdentifier: Set<[String?]>] = [:]
+        var inserted: [ObjectIdentifier: Set<Grain>] = [:]
         var definitions: [(ChangeRecord, RelationDefinition, [Handler])?] = []
         definitions.reserveCapacity(batch.count)
         for (seq, record) in batch {
@@ -427,7 +427,7 @@ public final class Projector {
                     guard let after = record.after else { break }
                     for (i, target) in f.lookupTargets.enumerated() {
                         if case .fact(let parent) = target {
-                            let grain = plan.values(after, f.lookupRanges[i])
+                            let grain = plan.grain(after, f.lookupRanges[i])
                             if inserted[ObjectIdentifier(parent)]?.contains(grain) != true {
                                 needed[ObjectIdentifier(parent), default: []].insert(grain)
                             }

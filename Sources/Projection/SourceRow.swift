@@ -95,10 +95,18 @@ struct SourcePlan {
 
     /// Wanted columns `range` of `tuple` as plain values (unchanged TOAST as NULL: keys are never TOASTed).
     func values(_ tuple: [Incoming], _ range: Range<Int>) -> [String?] {
-        range.map { i in
-            if case .value(let v) = incoming(tuple, i) { return v }
-            return nil
-        }
+        range.map { i in value(tuple, i) }
+    }
+
+    /// Wanted columns `range` of `tuple` as a grain (unchanged TOAST as NULL), with no array for one column.
+    func grain(_ tuple: [Incoming], _ range: Range<Int>) -> Grain {
+        range.count == 1 ? Grain(one: value(tuple, range.lowerBound)) : Grain(values(tuple, range))
+    }
+
+    @inline(__always)
+    private func value(_ tuple: [Incoming], _ i: Int) -> String? {
+        if case .value(let v) = incoming(tuple, i) { return v }
+        return nil
     }
 }
 

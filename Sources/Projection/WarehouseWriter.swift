@@ -247,7 +247,7 @@ final class PostgresWriter: WarehouseWriter {
         }
         if !writes.deleted.isEmpty {
             let list = "[" + writes.deleted.map { key in
-                "{\"milestone\":\(EarlyArrival.json(milestones[key.milestone].spec.source)),\"grain\":\(EarlyArrival.json(key.grain))}"
+                "{\"milestone\":\(EarlyArrival.json(milestones[key.milestone].spec.source)),\"grain\":\(EarlyArrival.json(key.grain.values))}"
             }.joined(separator: ",") + "]"
             try connection.query("""
                 DELETE FROM \(table) e USING jsonb_to_recordset($2::jsonb) AS d(milestone text, grain jsonb)
@@ -260,7 +260,7 @@ final class PostgresWriter: WarehouseWriter {
                 let values = zip(columns, entry.values).compactMap { column, value in
                     value.map { EarlyArrival.json(column) + ":" + EarlyArrival.json($0) }
                 }
-                return "{\"milestone\":\(EarlyArrival.json(milestones[key.milestone].spec.source)),\"grain\":\(EarlyArrival.json(key.grain)),"
+                return "{\"milestone\":\(EarlyArrival.json(milestones[key.milestone].spec.source)),\"grain\":\(EarlyArrival.json(key.grain.values)),"
                     + "\"v\":{\(values.joined(separator: ","))},\"lsn\":\(EarlyArrival.json(entry.lsn)),\"time\":\(EarlyArrival.json(entry.time))}"
             }.joined(separator: ",") + "]"
             try connection.query("""
