@@ -10,7 +10,7 @@ import PGClient
 final class FactProjector {
     /// One fact row in the batch.
     final class Row {
-        var row: [String?]
+        var row: RowValues
         /// The business keys the row's dimension (or fact) keys were resolved from, per lookup.
         var lookupKeys: [Grain]
         /// In the warehouse already: flush UPDATEs it (by `identity`), else INSERTs it.
@@ -25,7 +25,7 @@ final class FactProjector {
         /// snapshot record equal to it is left as the warehouse has it.
         var dirty = true
 
-        init(row: [String?], lookupKeys: [Grain], existed: Bool, identity: [String?]) {
+        init(row: RowValues, lookupKeys: [Grain], existed: Bool, identity: [String?]) {
             self.row = row
             self.lookupKeys = lookupKeys
             self.existed = existed
@@ -72,6 +72,8 @@ final class FactProjector {
     let lookupRanges: [Range<Int>]
     let cLSN, cCreated, cUpdated: Int
     var nextKey: Int64 = 1
+    /// Assembles the rows the fold writes (its buffers reused row after row).
+    var builder = RowValues.Builder()
     /// On Citus: the shard key value (``TableLayout/shardKey``) of rows this projector wrote or read
     /// lately, by grain, so that ``prefetch(_:connection:schema:overlay:)`` reads them from their
     /// shard rather than from every shard. A hint, never trusted: a row not found where its hint
@@ -227,7 +229,7 @@ final class FactProjector {
                 position += range.count
             }
             let grain = Grain(row, grainColumns)
-            let fact = Row(row: row, lookupKeys: lookupKeys, existed: true, identity: layout.identity.map { row[$0] })
+            let fact = Row(row: RowValues(row), lookupKeys: lookupKeys, existed: true, identity: layout.identity.map { row[$0] })
             fact.originalGrain = grain
             fact.storedDistribution = layout.distribution.map { row[$0] }
             fact.dirty = false
@@ -274,26 +276,26 @@ final class FactProjector {
 
     func insert(_ grain: Grain, _ after: [Incoming], plan: SourcePlan, _ ctx: ChangeContext, clock: WarehouseClock) {
         guard !grain.hasNull else { return }
-        var row = [String?](repeating: nil, count: layout.columns.count)
+        builder.reset(layout.columns.count)
         if let keyColumn {
-            row[keyColumn] = String(nextKey)
+            builder.set(keyColumn, integer: nextKey)
             nextKey += 1
         }
         // The grain's texts as the source sent them (an integer grain holds no String).
         for (i, column) in grainColumns.enumerated() {
-            if case .value(let v) = plan.incoming(after, i) { row[column] = v }
+            if case .value(let v) = plan.incoming(after, i) { builder.set(column, v) }
         }
         var lookupKeys: [Grain] = []
         lookupKeys.reserveCapacity(lookupRanges.count)
         for (i, range) in lookupRanges.enumerated() {
             let key = plan.grain(after, range)
             lookupKeys.append(key)
-            row[lookupColumns[i]] = resolve(i, key, ctx)
+            builder.set(lookupColumns[i], resolve(i, key, ctx))
         }
-        let fact = Row(row: row, lookupKeys: lookupKeys, existed: false, identity: [])
-        setValues(fact, after, plan: plan, clock: clock)
-        fact.row[cCreated] = ctx.timestamp
-        fact.row[cLSN] = ctx.lsnText
+        setValues(&builder, after, plan: plan, clock: clock)
+        builder.set(cCreated, ctx.timestamp)
+        builder.set(cLSN, ctx.lsnText)
+        let fact = Row(row: builder.build(), lookupKeys: lookupKeys, existed: false, identity: [])
         rows[grain] = fact
         noteParent(fact, grain)
         adoptEarly(fact, grain, ctx)
@@ -316,27 +318,29 @@ final class FactProjector {
 
     func update(_ fact: Row, _ after: [Incoming], plan: SourcePlan, _ ctx: ChangeContext, clock: WarehouseClock) {
         fact.dirty = true
+        builder.load(fact.row)
         for (i, column) in grainColumns.enumerated() {
-            if case .value(let v) = plan.incoming(after, i) { fact.row[column] = v }
+            if case .value(let v) = plan.incoming(after, i) { builder.set(column, v) }
         }
         for (i, range) in lookupRanges.enumerated() {
             let key = plan.grain(after, range)
             if key != fact.lookupKeys[i] {
                 // Re-pointed only when the business key changed: to the version current now.
                 fact.lookupKeys[i] = key
-                fact.row[lookupColumns[i]] = resolve(i, key, ctx)
+                builder.set(lookupColumns[i], resolve(i, key, ctx))
             }
         }
-        setValues(fact, after, plan: plan, clock: clock)
-        fact.row[cUpdated] = ctx.timestamp
-        fact.row[cLSN] = ctx.lsnText
+        setValues(&builder, after, plan: plan, clock: clock)
+        builder.set(cUpdated, ctx.timestamp)
+        builder.set(cLSN, ctx.lsnText)
+        fact.row = builder.build()
         noteParent(fact, Grain(fact.row, grainColumns))
     }
 
     /// Copies the value columns and computes the date and time keys (an unchanged TOAST value keeps the row's).
-    func setValues(_ fact: Row, _ after: [Incoming], plan: SourcePlan, clock: WarehouseClock) {
+    func setValues(_ row: inout RowValues.Builder, _ after: [Incoming], plan: SourcePlan, clock: WarehouseClock) {
         for (i, column) in valueColumns.enumerated() {
-            if case .value(let v) = plan.incoming(after, valueRange.lowerBound + i) { fact.row[column] = v }
+            if case .value(let v) = plan.incoming(after, valueRange.lowerBound + i) { row.set(column, v) }
         }
         // A timestamp often feeds both a date and a time key: parse each text once.
         var parsed: [(String, (date: Int, time: Int)?)] = []
@@ -350,10 +354,14 @@ final class FactProjector {
             return keys
         }
         for (i, column) in dateColumns.enumerated() {
-            if case .value(let v) = plan.incoming(after, dateRange.lowerBound + i) { fact.row[column] = keys(v).map { String($0.date) } }
+            if case .value(let v) = plan.incoming(after, dateRange.lowerBound + i) {
+                if let key = keys(v) { row.set(column, integer: Int64(key.date)) } else { row.set(column, nil as String?) }
+            }
         }
         for (i, column) in timeColumns.enumerated() {
-            if case .value(let v) = plan.incoming(after, timeRange.lowerBound + i) { fact.row[column] = keys(v).map { String($0.time) } }
+            if case .value(let v) = plan.incoming(after, timeRange.lowerBound + i) {
+                if let key = keys(v) { row.set(column, integer: Int64(key.time)) } else { row.set(column, nil as String?) }
+            }
         }
     }
 
@@ -433,13 +441,15 @@ final class FactProjector {
             // A snapshot record equal to what the row holds (a backfill, a re-read) changes nothing.
             if record.header.op == .snapshot, milestone.columns.enumerated().allSatisfy({ i, column in
                 guard case .value(let v) = plan.incoming(after, first + i) else { return true }
-                return fact.row[column] == v
+                return fact.row.value(column, equals: v)
             }) { return }
+            builder.load(fact.row)
             for (i, column) in milestone.columns.enumerated() {
-                if case .value(let v) = plan.incoming(after, first + i) { fact.row[column] = v }
+                if case .value(let v) = plan.incoming(after, first + i) { builder.set(column, v) }
             }
-            fact.row[cUpdated] = ctx.timestamp
-            fact.row[cLSN] = ctx.lsnText
+            builder.set(cUpdated, ctx.timestamp)
+            builder.set(cLSN, ctx.lsnText)
+            fact.row = builder.build()
             fact.dirty = true
         case .delete:
             guard clear, let before else { return }
@@ -452,9 +462,11 @@ final class FactProjector {
 
     func set(_ fact: Row, _ columns: [Int], _ value: String?, _ ctx: ChangeContext) {
         fact.dirty = true
-        for column in columns { fact.row[column] = value }
-        fact.row[cUpdated] = ctx.timestamp
-        fact.row[cLSN] = ctx.lsnText
+        builder.load(fact.row)
+        for column in columns { builder.set(column, value) }
+        builder.set(cUpdated, ctx.timestamp)
+        builder.set(cLSN, ctx.lsnText)
+        fact.row = builder.build()
     }
 
     // MARK: Early-arriving milestones
@@ -494,15 +506,17 @@ final class FactProjector {
     /// A fact row now has `grain`: the milestones that came before it are applied, as of its change.
     func adoptEarly(_ fact: Row, _ grain: Grain, _ ctx: ChangeContext) {
         guard !early.isEmpty, let waiting = early.removeValue(forKey: grain) else { return }
+        builder.load(fact.row)
         for (index, entry) in waiting.sorted(by: { $0.key < $1.key }) {
             for (i, column) in milestones[index].columns.enumerated() {
-                if case .some(let value) = entry.values[i] { fact.row[column] = value }
+                if case .some(let value) = entry.values[i] { builder.set(column, value) }
             }
             earlyTouched.insert(.init(grain: grain, milestone: index))
         }
         fact.dirty = true
-        fact.row[cUpdated] = ctx.timestamp
-        fact.row[cLSN] = ctx.lsnText
+        builder.set(cUpdated, ctx.timestamp)
+        builder.set(cLSN, ctx.lsnText)
+        fact.row = builder.build()
     }
 
     /// The batch's changes to `cdc_early_arrivals`; marks them stored.

@@ -31,6 +31,15 @@ enum Grain: Hashable, Sendable, ExpressibleByArrayLiteral {
         self = columns.count == 1 ? Grain(one: row[columns[0]]) : .values(columns.map { row[$0] })
     }
 
+    /// The grain of `row`'s values at `columns`.
+    init(_ row: RowValues, _ columns: [Int]) {
+        guard columns.count == 1 else { self = .values(columns.map { row[$0] }); return }
+        self = row.withValue(columns[0]) { bytes in
+            guard let bytes else { return .values([nil]) }
+            return Grain.canonicalInteger(bytes).map(Grain.int) ?? .text(String(decoding: bytes, as: UTF8.self))
+        }
+    }
+
     var count: Int {
         if case .values(let values) = self { return values.count }
         return 1
@@ -65,7 +74,7 @@ enum Grain: Hashable, Sendable, ExpressibleByArrayLiteral {
         text.utf8.withContiguousStorageIfAvailable(canonicalInteger) ?? Array(text.utf8).withUnsafeBufferPointer(canonicalInteger)
     }
 
-    private static func canonicalInteger(_ bytes: UnsafeBufferPointer<UInt8>) -> Int64? {
+    static func canonicalInteger(_ bytes: UnsafeBufferPointer<UInt8>) -> Int64? {
         var i = 0
         let negative = bytes.first == UInt8(ascii: "-")
         if negative { i = 1 }

@@ -55,16 +55,14 @@ public enum PGBinaryCopy {
     /// ``header``. `last` is true when the chunk ends with the ``trailer``: every row was encoded, or
     /// the row at `next` has a value whose text its encoder does not know (`next < rows.count`; the
     /// caller sends the rest otherwise).
-    public static func chunk(_ rows: [[String?]], next: inout Int, encoders: [Encoder], size: Int) -> (data: [UInt8], last: Bool) {
+    static func chunk(_ rows: [RowValues], next: inout Int, encoders: [Encoder], size: Int) -> (data: [UInt8], last: Bool) {
         var start = next
         let first = next == 0
         // The bound of a row: its field count, and per value its length word and at most its text
         // plus 12 bytes (a numeric's header and group rounding). The chunk has room for its first row
         // whatever that row's size.
-        func bound(_ row: [String?]) -> Int {
-            var n = 2
-            for value in row { n += 16 + (value?.utf8.count ?? 0) }
-            return n
+        func bound(_ row: RowValues) -> Int {
+            row.withReader { 2 + 16 * $0.count + $0.data.count }
         }
         let capacity = max(size, start < rows.count ? bound(rows[start]) : 0) + header.count + trailer.count
         var last = false
@@ -72,18 +70,22 @@ public enum PGBinaryCopy {
             var out = Cursor(base: buffer.baseAddress!, count: 0)
             if first { out.put(header) }
             while start < rows.count {
-                let row = rows[start]
-                precondition(row.count == encoders.count, "row and encoders differ in length")
-                if start > next, out.count + bound(row) > size { break }
-                let mark = out.count
-                out.put16(UInt16(row.count))
-                var ok = true
-                for (value, encoder) in zip(row, encoders) {
-                    guard var value else { out.put32(0xFFFF_FFFF); continue }
-                    ok = value.withUTF8 { append(encoder, $0, to: &out) }
-                    if !ok { break }
+                let ok = rows[start].withReader { row in
+                    precondition(row.count == encoders.count, "row and encoders differ in length")
+                    if start > next, out.count + 2 + 16 * row.count + row.data.count > size { return false }
+                    let mark = out.count
+                    out.put16(UInt16(row.count))
+                    for i in 0..<row.count {
+                        guard let value = row.bytes(i) else { out.put32(0xFFFF_FFFF); continue }
+                        if !append(encoders[i], value, to: &out) {
+                            out.count = mark
+                            last = true
+                            return false
+                        }
+                    }
+                    return true
                 }
-                if !ok { out.count = mark; last = true; break }
+                if !ok { break }
                 start += 1
             }
             if start == rows.count { last = true }

@@ -1,8 +1,8 @@
 import PGClient
 
 /// The columns the projector writes to one warehouse table, in a fixed order, with their SQL types as
-/// the warehouse catalog reports them. A row is `[String?]` in this order: PostgreSQL text values,
-/// nil for NULL.
+/// the warehouse catalog reports them. A row holds PostgreSQL text values (nil for NULL) in this
+/// order: a dimension's as `[String?]`, a fact's and every row COPY sends as ``RowValues``.
 final class TableLayout {
     let table: String
     let columns: [String]
@@ -61,23 +61,23 @@ final class TableLayout {
     var columnList: String { columns.map(quoteIdentifier).joined(separator: ", ") }
 
     /// Appends `row` as one line of COPY text format.
-    static func appendCopyLine(_ row: [String?], to out: inout [UInt8]) {
-        for (i, value) in row.enumerated() {
-            if i > 0 { out.append(0x09) }
-            guard let value else { out.append(0x5C); out.append(0x4E); continue }  // \N
-            let plain: Bool? = value.utf8.withContiguousStorageIfAvailable { bytes in
-                for byte in bytes where byte == 0x5C || byte == 0x09 || byte == 0x0A || byte == 0x0D { return false }
-                out.append(contentsOf: bytes)
-                return true
-            }
-            if plain == true { continue }
-            for byte in value.utf8 {
-                switch byte {
-                case 0x5C: out.append(0x5C); out.append(0x5C)
-                case 0x09: out.append(0x5C); out.append(0x74)
-                case 0x0A: out.append(0x5C); out.append(0x6E)
-                case 0x0D: out.append(0x5C); out.append(0x72)
-                default: out.append(byte)
+    static func appendCopyLine(_ row: RowValues, to out: inout [UInt8]) {
+        row.withReader { reader in
+            for i in 0..<reader.count {
+                if i > 0 { out.append(0x09) }
+                guard let bytes = reader.bytes(i) else { out.append(0x5C); out.append(0x4E); continue }  // \N
+                if !bytes.contains(where: { $0 == 0x5C || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }) {
+                    out.append(contentsOf: bytes)
+                    continue
+                }
+                for byte in bytes {
+                    switch byte {
+                    case 0x5C: out.append(0x5C); out.append(0x5C)
+                    case 0x09: out.append(0x5C); out.append(0x74)
+                    case 0x0A: out.append(0x5C); out.append(0x6E)
+                    case 0x0D: out.append(0x5C); out.append(0x72)
+                    default: out.append(byte)
+                    }
                 }
             }
         }

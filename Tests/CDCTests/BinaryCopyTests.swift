@@ -66,7 +66,7 @@ import TestSupport
 
     static func textCopy(_ connection: PGConnection, _ rows: [[String?]], into table: String) throws {
         var data: [UInt8] = []
-        for row in rows { TableLayout.appendCopyLine(row, to: &data) }
+        for row in rows { TableLayout.appendCopyLine(RowValues(row), to: &data) }
         var sent = false
         try connection.copyIn("COPY \(table) (\(columnList)) FROM STDIN") {
             defer { sent = true }
@@ -95,7 +95,7 @@ import TestSupport
         var next = 0
         var chunks: [[UInt8]] = []
         while true {
-            let chunk = PGBinaryCopy.chunk(rows, next: &next, encoders: encoders, size: 512)
+            let chunk = PGBinaryCopy.chunk(rows.map(RowValues.init), next: &next, encoders: encoders, size: 512)
             chunks.append(chunk.data)
             if chunk.last { break }
         }
@@ -139,12 +139,12 @@ import TestSupport
             ["7", "5", "2026-01-01 00:00:00+00", "f", "7"],
         ]
         var next = 0
-        let first = PGBinaryCopy.chunk(rows, next: &next, encoders: encoders, size: 1 << 20)
+        let first = PGBinaryCopy.chunk(rows.map(RowValues.init), next: &next, encoders: encoders, size: 1 << 20)
         #expect(first.last && next == 1, "the binary chunk ends before the first form it does not know")
 
         let writer = PostgresWriter(connection: connection, schema: "public", projection: "test")
         try connection.execute("BEGIN")
-        try writer.copy(rows, into: "t", columns: "id, n, ts, b, i", binary: encoders)
+        try writer.copy(rows.map(RowValues.init), into: "t", columns: "id, n, ts, b, i", binary: encoders)
         try connection.execute("COMMIT")
         let stored = try connection.execute("SELECT id, n::text, ts::text, b::text, i FROM t ORDER BY id").rows
         #expect(stored == [
@@ -167,7 +167,7 @@ import TestSupport
         for (rows, state, column) in [([["1", "1.00", "2026-01-01"], ["2", "12345.67", "2026-01-02"]], "22003", "n"),  // overflow, found by numeric_recv
                                       ([["1", "1.00", "2026-01-01"], ["2", "2.00", "2026-02-30"]], "22008", "d")] {  // no such date: left to text
             try connection.execute("BEGIN")
-            let error = #expect(throws: PGError.self) { try writer.copy(rows, into: "t", columns: "id, n, d", binary: encoders) }
+            let error = #expect(throws: PGError.self) { try writer.copy(rows.map { RowValues($0) }, into: "t", columns: "id, n, d", binary: encoders) }
             try connection.execute("ROLLBACK")
             #expect(error?.sqlState?.rawValue == state, "\(String(describing: error))")
             #expect(error?.context?.contains("COPY t, line") == true && error?.context?.contains("column \(column)") == true,

@@ -213,7 +213,7 @@ final class FactTable {
         for identity in writes.deleted { rows[identity] = nil }
         for (_, fact) in writes.rows {
             let identity = projector.layout.identity.map { fact.row[$0] }
-            rows[identity] = fact.row
+            rows[identity] = fact.row.values
         }
     }
 
