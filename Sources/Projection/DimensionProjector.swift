@@ -145,7 +145,7 @@ final class DimensionProjector {
         }
     }
 
-    func upsert(_ after: [Incoming], oldKey: Grain?, plan: SourcePlan, changeType: String, _ ctx: ChangeContext) {
+    func upsert(_ after: RowValues, oldKey: Grain?, plan: SourcePlan, changeType: String, _ ctx: ChangeContext) {
         let key = plan.grain(after, 0..<businessKeyColumns.count)
         guard !key.hasNull else { return }  // no business key: nothing to version
         if let oldKey, oldKey != key, !oldKey.hasNull, current[oldKey] != nil {

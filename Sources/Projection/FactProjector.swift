@@ -274,7 +274,7 @@ final class FactProjector {
         }
     }
 
-    func insert(_ grain: Grain, _ after: [Incoming], plan: SourcePlan, _ ctx: ChangeContext, clock: WarehouseClock) {
+    func insert(_ grain: Grain, _ after: RowValues, plan: SourcePlan, _ ctx: ChangeContext, clock: WarehouseClock) {
         guard !grain.hasNull else { return }
         builder.reset(layout.columns.count)
         if let keyColumn {
@@ -282,9 +282,7 @@ final class FactProjector {
             nextKey += 1
         }
         // The grain's texts as the source sent them (an integer grain holds no String).
-        for (i, column) in grainColumns.enumerated() {
-            if case .value(let v) = plan.incoming(after, i) { builder.set(column, v) }
-        }
+        for (i, column) in grainColumns.enumerated() { plan.copy(after, i, to: column, of: &builder) }
         var lookupKeys: [Grain] = []
         lookupKeys.reserveCapacity(lookupRanges.count)
         for (i, range) in lookupRanges.enumerated() {
@@ -307,7 +305,7 @@ final class FactProjector {
 
     /// A snapshot record of a row the fact has (a backfill, a re-read): a change like an update when
     /// it brings other values (or other lookup business keys), else nothing, not even `updated_at`.
-    func refresh(_ fact: Row, _ after: [Incoming], plan: SourcePlan, _ ctx: ChangeContext, clock: WarehouseClock) {
+    func refresh(_ fact: Row, _ after: RowValues, plan: SourcePlan, _ ctx: ChangeContext, clock: WarehouseClock) {
         let row = fact.row, lookupKeys = fact.lookupKeys, dirty = fact.dirty
         update(fact, after, plan: plan, ctx, clock: clock)
         guard fact.lookupKeys == lookupKeys,
@@ -316,12 +314,10 @@ final class FactProjector {
         fact.dirty = dirty
     }
 
-    func update(_ fact: Row, _ after: [Incoming], plan: SourcePlan, _ ctx: ChangeContext, clock: WarehouseClock) {
+    func update(_ fact: Row, _ after: RowValues, plan: SourcePlan, _ ctx: ChangeContext, clock: WarehouseClock) {
         fact.dirty = true
         builder.load(fact.row)
-        for (i, column) in grainColumns.enumerated() {
-            if case .value(let v) = plan.incoming(after, i) { builder.set(column, v) }
-        }
+        for (i, column) in grainColumns.enumerated() { plan.copy(after, i, to: column, of: &builder) }
         for (i, range) in lookupRanges.enumerated() {
             let key = plan.grain(after, range)
             if key != fact.lookupKeys[i] {
@@ -338,29 +334,20 @@ final class FactProjector {
     }
 
     /// Copies the value columns and computes the date and time keys (an unchanged TOAST value keeps the row's).
-    func setValues(_ row: inout RowValues.Builder, _ after: [Incoming], plan: SourcePlan, clock: WarehouseClock) {
-        for (i, column) in valueColumns.enumerated() {
-            if case .value(let v) = plan.incoming(after, valueRange.lowerBound + i) { row.set(column, v) }
-        }
-        // A timestamp often feeds both a date and a time key: parse each text once.
-        var parsed: [(String, (date: Int, time: Int)?)] = []
-        func keys(_ text: String?) -> (date: Int, time: Int)? {
-            guard let text else { return nil }
-            if let known = parsed.first(where: { $0.0 == text }) { return known.1 }
-            // A timestamp with no calendar key (±infinity, a year past 9999, BC) is the unknown key -1,
-            // as a NULL dimension key is: a NULL would break a NOT NULL key and stop the projection.
-            let keys = clock.keys(of: text) ?? (date: -1, time: -1)
-            parsed.append((text, keys))
-            return keys
-        }
+    func setValues(_ row: inout RowValues.Builder, _ after: RowValues, plan: SourcePlan, clock: WarehouseClock) {
+        for (i, column) in valueColumns.enumerated() { plan.copy(after, valueRange.lowerBound + i, to: column, of: &row) }
+        // A timestamp with no calendar key (±infinity, a year past 9999, BC) is the unknown key -1, as a
+        // NULL dimension key is: a NULL would break a NOT NULL key and stop the projection.
         for (i, column) in dateColumns.enumerated() {
-            if case .value(let v) = plan.incoming(after, dateRange.lowerBound + i) {
-                if let key = keys(v) { row.set(column, integer: Int64(key.date)) } else { row.set(column, nil as String?) }
+            plan.withValue(after, dateRange.lowerBound + i) { bytes in
+                guard let bytes else { return row.set(column, nil as String?) }
+                row.set(column, integer: Int64(clock.keys(of: bytes)?.date ?? -1))
             }
         }
         for (i, column) in timeColumns.enumerated() {
-            if case .value(let v) = plan.incoming(after, timeRange.lowerBound + i) {
-                if let key = keys(v) { row.set(column, integer: Int64(key.time)) } else { row.set(column, nil as String?) }
+            plan.withValue(after, timeRange.lowerBound + i) { bytes in
+                guard let bytes else { return row.set(column, nil as String?) }
+                row.set(column, integer: Int64(clock.keys(of: bytes)?.time ?? -1))
             }
         }
     }
@@ -474,7 +461,7 @@ final class FactProjector {
     /// Keeps milestone `index`'s values for `grain`, whose fact row does not exist: on top of what an
     /// earlier change kept (an unchanged TOASTed value keeps the kept one). A `snapshot` record equal
     /// to the kept values changes nothing.
-    func keepEarly(_ index: Int, _ grain: Grain, _ after: [Incoming], plan: SourcePlan, _ ctx: ChangeContext, snapshot: Bool = false) {
+    func keepEarly(_ index: Int, _ grain: Grain, _ after: RowValues, plan: SourcePlan, _ ctx: ChangeContext, snapshot: Bool = false) {
         guard !grain.hasNull else { return }
         let first = grainColumns.count
         let kept = early[grain]?[index]

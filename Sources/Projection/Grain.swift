@@ -34,10 +34,13 @@ enum Grain: Hashable, Sendable, ExpressibleByArrayLiteral {
     /// The grain of `row`'s values at `columns`.
     init(_ row: RowValues, _ columns: [Int]) {
         guard columns.count == 1 else { self = .values(columns.map { row[$0] }); return }
-        self = row.withValue(columns[0]) { bytes in
-            guard let bytes else { return .values([nil]) }
-            return Grain.canonicalInteger(bytes).map(Grain.int) ?? .text(String(decoding: bytes, as: UTF8.self))
-        }
+        self = row.withValue(columns[0]) { Grain(utf8: $0) }
+    }
+
+    /// The grain of the one value `bytes` (nil: NULL), with no String for an integer.
+    init(utf8 bytes: UnsafeBufferPointer<UInt8>?) {
+        guard let bytes else { self = .values([nil]); return }
+        self = Grain.canonicalInteger(bytes).map(Grain.int) ?? .text(String(decoding: bytes, as: UTF8.self))
     }
 
     var count: Int {

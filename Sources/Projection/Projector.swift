@@ -359,8 +359,9 @@ public final class Projector {
     func read(maxRecords: Int, until: Bound?) throws -> (batch: [(UInt64, ChangeRecord)], reachedBound: Bool, endsTransaction: Bool) {
         var batch: [(UInt64, ChangeRecord)] = []
         var reachedBound = false, cutInside = false
+        var imageBuilder = RowValues.Builder()
         try log.scan(from: position + 1, to: nil, batch: min(maxRecords, 5_000)) { seq, bytes in
-            let record = try ChangeRecord.decode(bytes)
+            let record = try ChangeRecord.decode(bytes, builder: &imageBuilder)
             if let until, record.header.op != .message, Self.beyond(record.header, until) {
                 reachedBound = true
                 return false

@@ -1,5 +1,7 @@
 /// A warehouse row's values as PostgreSQL text (nil: NULL), in one byte buffer: per column the end of
-/// its bytes, then the bytes.
+/// its bytes, then the bytes. Also a source row image as a log record holds it, where a value may
+/// be an unchanged TOASTed one (``isUnchanged(_:)``, read as NULL): folded from its bytes, with a
+/// String made only for a value that needs one.
 ///
 /// A fact row used to be an array of Strings. Freeing one read every element to release it, in
 /// memory gone cold by the time a batch was done (a fifth of the fold's thread), and COPY retained each
@@ -7,11 +9,13 @@
 /// place. Built by a ``Builder`` (one allocation per row); a single value can also be set in place.
 struct RowValues: Equatable, Sendable {
     /// `count` little-endian UInt32 words, the end of each value's bytes past the words (the high bit
-    /// set for NULL), then the values' bytes one after another.
+    /// set for NULL, the next one too for unchanged TOAST), then the values' bytes one after another.
     private var storage: [UInt8]
     let count: Int
 
     private static let null: UInt32 = 0x8000_0000
+    private static let unchanged: UInt32 = 0x4000_0000
+    private static let end: UInt32 = 0x3FFF_FFFF
 
     /// A row of `count` NULLs.
     init(count: Int) {
@@ -63,6 +67,17 @@ struct RowValues: Equatable, Sendable {
         }
     }
 
+    /// Value `i` is an unchanged TOASTed value (of a source row image).
+    func isUnchanged(_ i: Int) -> Bool { withReader { $0.isUnchanged(i) } }
+
+    /// Value `i` as the projectors read a source value.
+    func incoming(_ i: Int) -> Incoming {
+        withReader { reader in
+            if reader.isUnchanged(i) { return .unchanged }
+            return .value(reader.bytes(i).map { String(decoding: $0, as: UTF8.self) })
+        }
+    }
+
     /// Calls `body` with value `i`'s bytes, nil for NULL.
     func withValue<R>(_ i: Int, _ body: (UnsafeBufferPointer<UInt8>?) -> R) -> R {
         withReader { body($0.bytes(i)) }
@@ -83,7 +98,9 @@ struct RowValues: Equatable, Sendable {
         }
 
         /// Where value `i`'s bytes start, past the words.
-        @inline(__always) func start(_ i: Int) -> Int { i == 0 ? 0 : Int(word(i - 1) & ~RowValues.null) }
+        @inline(__always) func start(_ i: Int) -> Int { i == 0 ? 0 : Int(word(i - 1) & RowValues.end) }
+
+        @inline(__always) func isUnchanged(_ i: Int) -> Bool { word(i) & RowValues.unchanged != 0 }
 
         /// Value `i`'s bytes, nil for NULL.
         @inline(__always) func bytes(_ i: Int) -> UnsafeBufferPointer<UInt8>? {
@@ -114,7 +131,7 @@ struct RowValues: Equatable, Sendable {
     /// them into one row. Keep one and ``reset(_:)`` it per row: its buffers are reused.
     struct Builder {
         private var data: [UInt8] = []
-        /// Per column: start in `data` and length; length -1 for NULL.
+        /// Per column: start in `data` and length; length -1 for NULL, -2 for unchanged TOAST.
         private var spans: [(start: Int32, length: Int32)] = []
 
         init() {}
@@ -132,11 +149,16 @@ struct RowValues: Equatable, Sendable {
             row.withReader { reader in
                 data.append(contentsOf: reader.data)
                 for i in 0..<row.count {
-                    guard let bytes = reader.bytes(i) else { continue }
+                    guard let bytes = reader.bytes(i) else {
+                        if reader.isUnchanged(i) { spans[i] = (0, -2) }
+                        continue
+                    }
                     spans[i] = (Int32(reader.start(i)), Int32(bytes.count))
                 }
             }
         }
+
+        mutating func setUnchanged(_ i: Int) { spans[i] = (0, -2) }
 
         mutating func set(_ i: Int, _ value: String?) {
             guard var value else { spans[i] = (0, -1); return }
@@ -182,7 +204,7 @@ struct RowValues: Equatable, Sendable {
                     for (i, span) in spans.enumerated() {
                         let word: UInt32
                         if span.length < 0 {
-                            word = UInt32(end) | RowValues.null
+                            word = UInt32(end) | RowValues.null | (span.length == -2 ? RowValues.unchanged : 0)
                         } else {
                             if span.length > 0 {
                                 (base + 4 * count + end).update(from: source.baseAddress! + Int(span.start), count: Int(span.length))

@@ -18,40 +18,57 @@ enum Incoming: Equatable {
     case value(String?)
 }
 
-/// A log record as the projector folds it: row images decoded straight from the log's bytes into
-/// ``Incoming`` values (one String per value, no intermediate byte arrays). A class: a fold passes each
-/// record through several lists and handlers, and a copy of a struct this wide retained and released
-/// each of its references (5% of a replay's CPU).
+/// A log record as the projector folds it: row images decoded from the log's bytes into
+/// ``RowValues`` (one buffer per image: no String per value, and freed without being read). A class:
+/// a fold passes each record through several lists and handlers, and a copy of a struct this wide
+/// retained and released each of its references (5% of a replay's CPU).
 final class ChangeRecord {
     let header: RecordHeader
     /// The old image (key columns only under REPLICA IDENTITY DEFAULT), for update and delete.
-    let before: [Incoming]?
+    let before: RowValues?
     /// The new image, for snapshot, insert and update.
-    let after: [Incoming]?
+    let after: RowValues?
     /// The definition carried by a relation record.
     let relation: RelationDefinition?
 
-    init(header: RecordHeader, before: [Incoming]? = nil, after: [Incoming]? = nil, relation: RelationDefinition? = nil) {
+    init(header: RecordHeader, before: RowValues? = nil, after: RowValues? = nil, relation: RelationDefinition? = nil) {
         self.header = header
         self.before = before
         self.after = after
         self.relation = relation
     }
 
-    /// Decodes a record of the log's format (see ``RecordCodec``).
-    static func decode(_ buffer: UnsafeRawBufferPointer) throws -> ChangeRecord {
+    /// A record of the images `before` and `after`.
+    convenience init(header: RecordHeader, before: [Incoming]?, after: [Incoming]?) {
+        self.init(header: header, before: before.map(Self.image), after: after.map(Self.image))
+    }
+
+    static func image(_ values: [Incoming]) -> RowValues {
+        var builder = RowValues.Builder()
+        builder.reset(values.count)
+        for (i, value) in values.enumerated() {
+            switch value {
+            case .unchanged: builder.setUnchanged(i)
+            case .value(let v): builder.set(i, v)
+            }
+        }
+        return builder.build()
+    }
+
+    /// Decodes a record of the log's format (see ``RecordCodec``); `builder` is scratch, reused.
+    static func decode(_ buffer: UnsafeRawBufferPointer, builder: inout RowValues.Builder) throws -> ChangeRecord {
         var r = ByteReader(buffer)
         let header = try RecordCodec.decodeHeader(&r)
         switch header.op {
         case .snapshot, .insert:
-            return ChangeRecord(header: header, after: try tuple(&r))
+            return ChangeRecord(header: header, after: try tuple(&r, &builder))
         case .update:
             guard let old = OldValues(rawValue: try r.u8()) else { throw FormatError.malformed("old-values kind") }
-            let before = old != .none ? try tuple(&r) : nil
-            return ChangeRecord(header: header, before: before, after: try tuple(&r))
+            let before = old != .none ? try tuple(&r, &builder) : nil
+            return ChangeRecord(header: header, before: before, after: try tuple(&r, &builder))
         case .delete:
             guard OldValues(rawValue: try r.u8()) != nil else { throw FormatError.malformed("old-values kind") }
-            return ChangeRecord(header: header, before: try tuple(&r))
+            return ChangeRecord(header: header, before: try tuple(&r, &builder))
         case .relation:
             return ChangeRecord(header: header, relation: try RecordCodec.decodeRelation(&r))
         case .truncate, .message, .origin:
@@ -59,20 +76,22 @@ final class ChangeRecord {
         }
     }
 
-    static func tuple(_ r: inout ByteReader) throws -> [Incoming] {
-        var collector = IncomingCollector()
+    static func tuple(_ r: inout ByteReader, _ builder: inout RowValues.Builder) throws -> RowValues {
+        var collector = ImageCollector()
+        swap(&collector.builder, &builder)
+        defer { swap(&collector.builder, &builder) }
         try TupleReader.read(&r, into: &collector)
-        return collector.values
+        return collector.builder.build()
     }
 }
 
-/// Collects a tuple's columns as ``Incoming`` values (one String per text value).
-struct IncomingCollector: TupleVisitor {
-    var values: [Incoming] = []
-    mutating func begin(columns: Int) { values.reserveCapacity(columns) }
-    mutating func null(column: Int) { values.append(.value(nil)) }
-    mutating func unchangedToast(column: Int) { values.append(.unchanged) }
-    mutating func text(column: Int, _ bytes: UnsafeRawBufferPointer) { values.append(.value(String(decoding: bytes, as: UTF8.self))) }
+/// Collects a tuple's columns into a ``RowValues`` image.
+struct ImageCollector: TupleVisitor {
+    var builder = RowValues.Builder()
+    mutating func begin(columns: Int) { builder.reset(columns) }
+    mutating func null(column: Int) {}
+    mutating func unchangedToast(column: Int) { builder.setUnchanged(column) }
+    mutating func text(column: Int, _ bytes: UnsafeRawBufferPointer) { builder.set(column, bytes.assumingMemoryBound(to: UInt8.self)) }
 }
 
 /// Where the columns a projector reads sit in one version of a source table.
@@ -88,25 +107,46 @@ struct SourcePlan {
 
     /// Wanted column `i` of `tuple`.
     @inline(__always)
-    func incoming(_ tuple: [Incoming], _ i: Int) -> Incoming {
+    func incoming(_ tuple: RowValues, _ i: Int) -> Incoming {
         guard let p = positions[i], p < tuple.count else { return .value(nil) }
-        return tuple[p]
+        return tuple.incoming(p)
+    }
+
+    /// Sets `column` of `row` to wanted column `i` of `tuple`, from its bytes; an unchanged TOASTed
+    /// value leaves the row's. Returns false for that one.
+    @inline(__always) @discardableResult
+    func copy(_ tuple: RowValues, _ i: Int, to column: Int, of row: inout RowValues.Builder) -> Bool {
+        guard let p = positions[i], p < tuple.count else { row.set(column, nil as String?); return true }
+        return tuple.withReader { reader in
+            if reader.isUnchanged(p) { return false }
+            row.set(column, reader.bytes(p))
+            return true
+        }
+    }
+
+    /// Calls `body` with wanted column `i`'s bytes (nil for NULL), unless it is unchanged TOAST.
+    @inline(__always)
+    func withValue(_ tuple: RowValues, _ i: Int, _ body: (UnsafeBufferPointer<UInt8>?) -> Void) {
+        guard let p = positions[i], p < tuple.count else { return body(nil) }
+        tuple.withReader { reader in
+            if !reader.isUnchanged(p) { body(reader.bytes(p)) }
+        }
     }
 
     /// Wanted columns `range` of `tuple` as plain values (unchanged TOAST as NULL: keys are never TOASTed).
-    func values(_ tuple: [Incoming], _ range: Range<Int>) -> [String?] {
-        range.map { i in value(tuple, i) }
+    func values(_ tuple: RowValues, _ range: Range<Int>) -> [String?] {
+        range.map { i in
+            if case .value(let v) = incoming(tuple, i) { return v }
+            return nil
+        }
     }
 
-    /// Wanted columns `range` of `tuple` as a grain (unchanged TOAST as NULL), with no array for one column.
-    func grain(_ tuple: [Incoming], _ range: Range<Int>) -> Grain {
-        range.count == 1 ? Grain(one: value(tuple, range.lowerBound)) : Grain(values(tuple, range))
-    }
-
-    @inline(__always)
-    private func value(_ tuple: [Incoming], _ i: Int) -> String? {
-        if case .value(let v) = incoming(tuple, i) { return v }
-        return nil
+    /// Wanted columns `range` of `tuple` as a grain (unchanged TOAST as NULL), with no array for one
+    /// column and no String for an integer.
+    func grain(_ tuple: RowValues, _ range: Range<Int>) -> Grain {
+        guard range.count == 1 else { return Grain(values(tuple, range)) }
+        guard let p = positions[range.lowerBound], p < tuple.count else { return Grain(utf8: nil) }
+        return tuple.withReader { Grain(utf8: $0.bytes(p)) }
     }
 }
 

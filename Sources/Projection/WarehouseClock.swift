@@ -38,8 +38,13 @@ public struct WarehouseClock: Sendable {
     /// Accepts PostgreSQL's ISO output: `2026-11-22`, `2026-11-22 10:15:00[.ffffff]` (timestamp: taken
     /// as local wall time) and `2026-11-22 10:15:00[.ffffff]+05[:30[:00]]` (timestamptz: converted).
     public func keys(of text: String) -> (date: Int, time: Int)? {
-        let utf8 = Array(text.utf8)
-        guard !text.hasSuffix(" BC"), utf8.count >= 10, utf8[4] == UInt8(ascii: "-"), utf8[7] == UInt8(ascii: "-"),
+        var text = text
+        return text.withUTF8 { keys(of: $0) }
+    }
+
+    /// ``keys(of:)-(String)`` of a text's UTF-8 bytes.
+    func keys(of utf8: UnsafeBufferPointer<UInt8>) -> (date: Int, time: Int)? {
+        guard !utf8.reversed().starts(with: " BC".utf8.reversed()), utf8.count >= 10, utf8[4] == UInt8(ascii: "-"), utf8[7] == UInt8(ascii: "-"),
               let year = Self.number(utf8, 0, 4), let month = Self.number(utf8, 5, 2), let day = Self.number(utf8, 8, 2) else { return nil }
         guard utf8.count >= 19, utf8[10] == UInt8(ascii: " "),
               let hour = Self.number(utf8, 11, 2), let minute = Self.number(utf8, 14, 2), let second = Self.number(utf8, 17, 2) else {
@@ -64,7 +69,7 @@ public struct WarehouseClock: Sendable {
         return (Int(y) * 10_000 + Int(m) * 100 + Int(d), Int(secondOfDay / 3600) * 10_000 + Int(secondOfDay / 60 % 60) * 100)
     }
 
-    static func number(_ bytes: [UInt8], _ start: Int, _ count: Int) -> Int? {
+    static func number(_ bytes: UnsafeBufferPointer<UInt8>, _ start: Int, _ count: Int) -> Int? {
         guard start + count <= bytes.count else { return nil }
         var value = 0
         for i in start..<(start + count) {

@@ -47,13 +47,13 @@ import Testing
             .init(name: "id", typeOID: 20, typeModifier: -1, isKey: true, typeName: "int8"),
         ])
         let plan = SourcePlan(["id", "name"], in: relation)
-        let tuple: [Incoming] = [.value("Mercy"), .value("1234")]
+        let tuple = ChangeRecord.image([.value("Mercy"), .value("1234")])
         let fromLog = plan.grain(tuple, 0..<1)
         var rows: [Grain: String] = [:]
         rows[Grain(["1234"])] = "from the warehouse"
         #expect(fromLog == .int(1234))
         #expect(rows[fromLog] == "from the warehouse")
         #expect(plan.grain(tuple, 0..<2) == Grain(["1234", "Mercy"]))
-        #expect(plan.grain([.value("Mercy"), .unchanged], 0..<1).hasNull)
+        #expect(plan.grain(ChangeRecord.image([.value("Mercy"), .unchanged]), 0..<1).hasNull)
     }
 }

@@ -58,6 +58,22 @@ private func t(_ n: Int) -> ChangeContext { FoldFixture.transaction(n) }
         #expect(f.uses.row("U1")?["facility_key"] == "1" && f.uses.row("U2")?["facility_key"] == "1")
     }
 
+    /// A fact row's value that the source left TOASTed and unchanged keeps what the row holds; a NULL
+    /// sent for it clears it.
+    @Test func anUnchangedToastValueOfAFactKeepsTheRowsValue() throws {
+        let f = try FoldFixture()
+        f.insert("uses", ["U1", nil, nil, "a long note"], t(1))
+        f.update("uses", [.value("U1"), .value(nil), .value(nil), .unchanged], t(2))
+        f.commit()
+        #expect(f.uses.row("U1")?["note"] == "a long note")
+        #expect(f.uses.row("U1")?["source_lsn"] == "0/2000", "the update was applied")
+        let g = try FoldFixture()
+        g.insert("uses", ["U1", nil, nil, "a long note"], t(1))
+        g.update("uses", [.value("U1"), .value(nil), .value(nil), .value(nil)], t(2))
+        g.commit()
+        #expect(g.uses.row("U1")?["note"] == nil)
+    }
+
     @Test func aFactBeforeItsDimensionRowMakesAnInferredMemberThatTheRowCompletes() throws {
         let f = try FoldFixture()
         f.insert("uses", ["U1", "R7", nil, nil], t(1))

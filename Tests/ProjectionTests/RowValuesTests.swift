@@ -64,6 +64,22 @@ import Testing
         #expect(row.prepending(["id", nil]).values == ["id", nil, "42", "second", "-9223372036854775808", "last"])
     }
 
+    /// A source row image: an unchanged TOASTed value is neither NULL nor a value, and a change to the
+    /// row keeps it apart.
+    @Test func aSourceImageKeepsUnchangedToastApart() {
+        let image = ChangeRecord.image([.value("1"), .unchanged, .value(nil), .value("")])
+        #expect(image.incoming(0) == .value("1"))
+        #expect(image.incoming(1) == .unchanged)
+        #expect(image.incoming(2) == .value(nil))
+        #expect(image.incoming(3) == .value(""))
+        #expect(image.isUnchanged(1) && !image.isUnchanged(2))
+        #expect(image != ChangeRecord.image([.value("1"), .value(nil), .value(nil), .value("")]))
+        var builder = RowValues.Builder()
+        builder.load(image)
+        builder.set(0, "2")
+        #expect(builder.build() == ChangeRecord.image([.value("2"), .unchanged, .value(nil), .value("")]))
+    }
+
     /// The writer's text COPY line of a row: tab-separated, \N for NULL, the four escapes.
     @Test func aCopyLineEscapesAsPostgreSQLReadsIt() {
         var out: [UInt8] = []
