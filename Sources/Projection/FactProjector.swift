@@ -65,7 +65,7 @@ final class FactProjector {
     /// For a fact deleted with its parent: the column holding the parent's key, and the batch's rows
     /// by that key (so a parent's delete finds its rows without scanning the batch).
     var parentColumn: Int?
-    var rowsByParent: [String: [Grain]] = [:]
+    var rowsByParent: [Grain: [Grain]] = [:]
     /// Own source columns: grain, values, date sources, time sources, lookup business keys.
     var source: SourceColumns
     let valueRange: Range<Int>, dateRange: Range<Int>, timeRange: Range<Int>
@@ -300,7 +300,9 @@ final class FactProjector {
     }
 
     func noteParent(_ fact: Row, _ grain: Grain) {
-        if let parentColumn, let parent = fact.row[parentColumn] { rowsByParent[parent, default: []].append(grain) }
+        guard let parentColumn else { return }
+        let parent = Grain(fact.row, column: parentColumn)
+        if !parent.hasNull { rowsByParent[parent, default: []].append(grain) }
     }
 
     /// A snapshot record of a row the fact has (a backfill, a re-read): a change like an update when
@@ -387,7 +389,7 @@ final class FactProjector {
     /// A parent fact row went: so do this fact's rows pointing at it.
     func parentDeleted(_ key: String, column: Int) {
         cascadeKeys.append(key)
-        for grain in rowsByParent.removeValue(forKey: key) ?? [] where rows[grain]?.row[column] == key { delete(grain) }
+        for grain in rowsByParent.removeValue(forKey: Grain(one: key)) ?? [] where rows[grain]?.row.value(column, equals: key) == true { delete(grain) }
     }
 
     func truncate() {

@@ -34,7 +34,12 @@ enum Grain: Hashable, Sendable, ExpressibleByArrayLiteral {
     /// The grain of `row`'s values at `columns`.
     init(_ row: RowValues, _ columns: [Int]) {
         guard columns.count == 1 else { self = .values(columns.map { row[$0] }); return }
-        self = row.withValue(columns[0]) { Grain(utf8: $0) }
+        self.init(row, column: columns[0])
+    }
+
+    /// The grain of `row`'s value at `column`.
+    init(_ row: RowValues, column: Int) {
+        self = row.withValue(column) { Grain(utf8: $0) }
     }
 
     /// The grain of the one value `bytes` (nil: NULL), with no String for an integer.

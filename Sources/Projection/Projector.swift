@@ -407,19 +407,44 @@ public final class Projector {
         // lookup of such a row finds it in the batch, so it is not read from the warehouse (where it
         // is not; on Citus a read by grain asks every shard).
         var inserted: [ObjectIdentifier: Set<Grain>] = [:]
-        var definitions: [(ChangeRecord, RelationDefinition, [Handler])?] = []
-        definitions.reserveCapacity(batch.count)
+        // Per relation version in the batch: its handlers with their source plans, looked up once
+        // (not per record: a RelationDefinition copy, a catalog lookup and a plan lookup per handler).
+        var kinds: [[(Handler, SourcePlan)]] = []
+        var kindOf: [UInt64: Int] = [:]
+        var last: (seq: UInt64, kind: Int) = (0, -1)
+        // Per record: its kind, -1 for none (not a change, or feeding nothing).
+        var items: [Int32] = []
+        items.reserveCapacity(batch.count)
         for (seq, record) in batch {
             if let definition = record.relation { log.relationCatalog.remember(definition, at: seq) }
-            guard record.header.relationSeq != 0, record.header.op.isChange,
-                  let definition = try relation(record.header.relationSeq) else { definitions.append(nil); continue }
-            let feeds = feeding(record.header.relationSeq, definition)
-            guard !feeds.isEmpty else { definitions.append(nil); continue }
-            definitions.append((record, definition, feeds))
-            for handler in feeds {
+            let relationSeq = record.header.relationSeq
+            guard relationSeq != 0, record.header.op.isChange else { items.append(-1); continue }
+            let kind: Int
+            if relationSeq == last.seq {
+                kind = last.kind
+            } else if let known = kindOf[relationSeq] {
+                kind = known
+            } else {
+                if let definition = try relation(relationSeq) {
+                    kinds.append(feeding(relationSeq, definition).map { handler in
+                        switch handler {
+                        case .dimension(let d): return (handler, d.source.plan(relationSeq, definition))
+                        case .fact(let f): return (handler, f.source.plan(relationSeq, definition))
+                        case .milestone(let f, let i): return (handler, f.milestones[i].source.plan(relationSeq, definition))
+                        }
+                    })
+                    kind = kinds[kinds.count - 1].isEmpty ? -1 : kinds.count - 1
+                } else {
+                    kind = -1
+                }
+                kindOf[relationSeq] = kind
+            }
+            last = (relationSeq, kind)
+            items.append(Int32(kind))
+            guard kind >= 0 else { continue }
+            for (handler, plan) in kinds[kind] {
                 switch handler {
                 case .fact(let f):
-                    let plan = f.source.plan(record.header.relationSeq, definition)
                     if try record.header.op == .update || record.header.op == .delete || upserts(record.header) {
                         needed[ObjectIdentifier(f), default: []].formUnion(f.grains(of: record, plan: plan))
                     } else if record.header.op == .insert, f.lookedUp {
@@ -434,8 +459,7 @@ public final class Projector {
                             }
                         }
                     }
-                case .milestone(let f, let i):
-                    let plan = f.milestones[i].source.plan(record.header.relationSeq, definition)
+                case .milestone(let f, _):
                     needed[ObjectIdentifier(f), default: []].formUnion(f.grains(of: record, plan: plan))
                 case .dimension:
                     break
@@ -447,16 +471,17 @@ public final class Projector {
                 try f.prefetch(grains, connection: reader, schema: target.schema, overlay: overlays[ObjectIdentifier(f)])
             }
         }
-        for (i, item) in definitions.enumerated() {
+        for (i, (_, record)) in batch.enumerated() {
             if i % 4096 == 4095 { heartbeat() }
-            guard let (record, definition, feeds) = item else { continue }
+            let kind = Int(items[i])
+            guard kind >= 0 else { continue }
             let ctx = context(record.header)
             pending.changes += 1
-            for handler in feeds {
+            for (handler, plan) in kinds[kind] {
                 switch handler {
-                case .dimension(let d): d.apply(record, plan: d.source.plan(record.header.relationSeq, definition), ctx)
-                case .fact(let f): f.apply(record, plan: f.source.plan(record.header.relationSeq, definition), ctx, clock: target.clock)
-                case .milestone(let f, let i): f.applyMilestone(i, record, plan: f.milestones[i].source.plan(record.header.relationSeq, definition), ctx)
+                case .dimension(let d): d.apply(record, plan: plan, ctx)
+                case .fact(let f): f.apply(record, plan: plan, ctx, clock: target.clock)
+                case .milestone(let f, let i): f.applyMilestone(i, record, plan: plan, ctx)
                 }
             }
         }
