@@ -167,6 +167,7 @@ struct RowValues: Equatable, Sendable {
 
         mutating func set(_ i: Int, _ bytes: UnsafeBufferPointer<UInt8>?) {
             guard let bytes else { spans[i] = (0, -1); return }
+            precondition(data.count + bytes.count <= Int(RowValues.end), "a row of more than the 1 GiB a row's buffer addresses")
             spans[i] = (Int32(data.count), Int32(bytes.count))
             data.append(contentsOf: bytes)
         }
@@ -197,6 +198,8 @@ struct RowValues: Equatable, Sendable {
             let count = spans.count
             var total = 0
             for span in spans where span.length > 0 { total += Int(span.length) }
+            // PostgreSQL caps a value at 1 GB, and a row COPY sends at 1 GB less its framing.
+            precondition(total <= Int(RowValues.end), "a row of \(total) bytes: more than the 1 GiB a row's buffer addresses")
             let storage = [UInt8](unsafeUninitializedCapacity: 4 * count + total) { buffer, initialized in
                 let base = buffer.baseAddress!
                 var end = 0

@@ -42,7 +42,7 @@ public struct WarehouseClock: Sendable {
         return text.withUTF8 { keys(of: $0) }
     }
 
-    /// ``keys(of:)-(String)`` of a text's UTF-8 bytes.
+    /// The keys of a text given as its UTF-8 bytes (see the String form).
     func keys(of utf8: UnsafeBufferPointer<UInt8>) -> (date: Int, time: Int)? {
         guard !utf8.reversed().starts(with: " BC".utf8.reversed()), utf8.count >= 10, utf8[4] == UInt8(ascii: "-"), utf8[7] == UInt8(ascii: "-"),
               let year = Self.number(utf8, 0, 4), let month = Self.number(utf8, 5, 2), let day = Self.number(utf8, 8, 2) else { return nil }
