@@ -85,7 +85,13 @@ struct RowValues: Equatable, Sendable {
 
     /// Calls `body` with a reader of the values in place.
     func withReader<R>(_ body: (Reader) -> R) -> R {
-        storage.withUnsafeBufferPointer { body(Reader(base: $0.baseAddress!, count: count)) }
+        storage.withUnsafeBufferPointer { buffer in
+            guard let base = buffer.baseAddress else {
+                // A row of no columns: an empty array may have no storage to point at.
+                return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 1) { body(Reader(base: UnsafePointer($0.baseAddress!), count: 0)) }
+            }
+            return body(Reader(base: base, count: count))
+        }
     }
 
     /// The values of a row in place (valid only inside ``withReader(_:)``).

@@ -23,6 +23,9 @@ import Testing
             }
         }
         #expect(RowValues(count: 3).values == [nil, nil, nil])
+        var empty: [UInt8] = []
+        TableLayout.appendCopyLine(RowValues([]), to: &empty)
+        #expect(empty == [0x0A], "a row of no columns is an empty line")
     }
 
     @Test func equalExactlyWhenTheValuesAre() {
