@@ -61,10 +61,8 @@ public enum PGBinaryCopy {
         // The bound of a row: its field count, and per value its length word and at most its text
         // plus 12 bytes (a numeric's header and group rounding). The chunk has room for its first row
         // whatever that row's size.
-        func bound(_ row: RowValues) -> Int {
-            row.withReader { 2 + 16 * $0.count + $0.data.count }
-        }
-        let capacity = max(size, start < rows.count ? bound(rows[start]) : 0) + header.count + trailer.count
+        func bound(_ row: RowValues.Reader) -> Int { 2 + 16 * row.count + row.data.count }
+        let capacity = max(size, start < rows.count ? rows[start].withReader(bound) : 0) + header.count + trailer.count
         var last = false
         let data = [UInt8](unsafeUninitializedCapacity: capacity) { buffer, count in
             var out = Cursor(base: buffer.baseAddress!, count: 0)
@@ -72,7 +70,7 @@ public enum PGBinaryCopy {
             while start < rows.count {
                 let ok = rows[start].withReader { row in
                     precondition(row.count == encoders.count, "row and encoders differ in length")
-                    if start > next, out.count + 2 + 16 * row.count + row.data.count > size { return false }
+                    if start > next, out.count + bound(row) > size { return false }
                     let mark = out.count
                     out.put16(UInt16(row.count))
                     for i in 0..<row.count {

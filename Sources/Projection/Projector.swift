@@ -411,7 +411,6 @@ public final class Projector {
         // (not per record: a RelationDefinition copy, a catalog lookup and a plan lookup per handler).
         var kinds: [[(Handler, SourcePlan)]] = []
         var kindOf: [UInt64: Int] = [:]
-        var last: (seq: UInt64, kind: Int) = (0, -1)
         // Per record: its kind, -1 for none (not a change, or feeding nothing).
         var items: [Int32] = []
         items.reserveCapacity(batch.count)
@@ -420,26 +419,21 @@ public final class Projector {
             let relationSeq = record.header.relationSeq
             guard relationSeq != 0, record.header.op.isChange else { items.append(-1); continue }
             let kind: Int
-            if relationSeq == last.seq {
-                kind = last.kind
-            } else if let known = kindOf[relationSeq] {
+            if let known = kindOf[relationSeq] {
                 kind = known
             } else {
-                if let definition = try relation(relationSeq) {
-                    kinds.append(feeding(relationSeq, definition).map { handler in
+                let plans: [(Handler, SourcePlan)] = try relation(relationSeq).map { definition in
+                    feeding(relationSeq, definition).map { handler -> (Handler, SourcePlan) in
                         switch handler {
                         case .dimension(let d): return (handler, d.source.plan(relationSeq, definition))
                         case .fact(let f): return (handler, f.source.plan(relationSeq, definition))
                         case .milestone(let f, let i): return (handler, f.milestones[i].source.plan(relationSeq, definition))
                         }
-                    })
-                    kind = kinds[kinds.count - 1].isEmpty ? -1 : kinds.count - 1
-                } else {
-                    kind = -1
-                }
+                    }
+                } ?? []
+                if plans.isEmpty { kind = -1 } else { kinds.append(plans); kind = kinds.count - 1 }
                 kindOf[relationSeq] = kind
             }
-            last = (relationSeq, kind)
             items.append(Int32(kind))
             guard kind >= 0 else { continue }
             for (handler, plan) in kinds[kind] {

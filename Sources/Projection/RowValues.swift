@@ -6,7 +6,7 @@
 /// A fact row used to be an array of Strings. Freeing one read every element to release it, in
 /// memory gone cold by the time a batch was done (a fifth of the fold's thread), and COPY retained each
 /// value to read it. This buffer is freed without being read, and the COPY encoders read its bytes in
-/// place. Built by a ``Builder`` (one allocation per row); a single value can also be set in place.
+/// place. Built by a ``Builder`` (one allocation per row), which also makes a changed copy of a row.
 struct RowValues: Equatable, Sendable {
     /// `count` little-endian UInt32 words, the end of each value's bytes past the words (the high bit
     /// set for NULL, the next one too for unchanged TOAST), then the values' bytes one after another.
@@ -16,14 +16,6 @@ struct RowValues: Equatable, Sendable {
     private static let null: UInt32 = 0x8000_0000
     private static let unchanged: UInt32 = 0x4000_0000
     private static let end: UInt32 = 0x3FFF_FFFF
-
-    /// A row of `count` NULLs.
-    init(count: Int) {
-        self.count = count
-        storage = []
-        storage.reserveCapacity(count * 4)
-        for _ in 0..<count { Self.appendWord(Self.null, to: &storage) }
-    }
 
     init(_ values: [String?]) {
         var builder = Builder()
@@ -37,26 +29,14 @@ struct RowValues: Equatable, Sendable {
         self.count = count
     }
 
-    @inline(__always) private static func appendWord(_ word: UInt32, to out: inout [UInt8]) {
-        out.append(UInt8(truncatingIfNeeded: word)); out.append(UInt8(truncatingIfNeeded: word >> 8))
-        out.append(UInt8(truncatingIfNeeded: word >> 16)); out.append(UInt8(truncatingIfNeeded: word >> 24))
-    }
-
     /// The values as Strings.
     var values: [String?] { (0..<count).map { self[$0] } }
 
     var indices: Range<Int> { 0..<count }
 
-    /// Value `i`; setting it moves the bytes after it (for the occasional change: build whole rows
-    /// with a ``Builder``).
+    /// Value `i`.
     subscript(i: Int) -> String? {
-        get { withValue(i) { $0.map { String(decoding: $0, as: UTF8.self) } } }
-        set {
-            var builder = Builder()
-            builder.load(self)
-            builder.set(i, newValue)
-            self = builder.build()
-        }
+        withValue(i) { $0.map { String(decoding: $0, as: UTF8.self) } }
     }
 
     /// Whether value `i` is `text` (both NULL, or the same bytes), without making a String.

@@ -113,15 +113,10 @@ struct SourcePlan {
     }
 
     /// Sets `column` of `row` to wanted column `i` of `tuple`, from its bytes; an unchanged TOASTed
-    /// value leaves the row's. Returns false for that one.
-    @inline(__always) @discardableResult
-    func copy(_ tuple: RowValues, _ i: Int, to column: Int, of row: inout RowValues.Builder) -> Bool {
-        guard let p = positions[i], p < tuple.count else { row.set(column, nil as String?); return true }
-        return tuple.withReader { reader in
-            if reader.isUnchanged(p) { return false }
-            row.set(column, reader.bytes(p))
-            return true
-        }
+    /// value leaves the row's.
+    @inline(__always)
+    func copy(_ tuple: RowValues, _ i: Int, to column: Int, of row: inout RowValues.Builder) {
+        withValue(tuple, i) { row.set(column, $0) }
     }
 
     /// Calls `body` with wanted column `i`'s bytes (nil for NULL), unless it is unchanged TOAST.

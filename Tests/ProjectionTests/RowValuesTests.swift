@@ -22,7 +22,9 @@ import Testing
                 row.withValue(i) { bytes in #expect(bytes.map { Array($0) } == value.map { Array($0.utf8) }) }
             }
         }
-        #expect(RowValues(count: 3).values == [nil, nil, nil])
+        var nulls = RowValues.Builder()
+        nulls.reset(3)
+        #expect(nulls.build().values == [nil, nil, nil])
         var empty: [UInt8] = []
         TableLayout.appendCopyLine(RowValues([]), to: &empty)
         #expect(empty == [0x0A], "a row of no columns is an empty line")
@@ -55,10 +57,11 @@ import Testing
         builder.reset(2)
         builder.set(1, "only")
         #expect(builder.build().values == [nil, "only"])
-        // A row changed in place: the values around it keep theirs.
-        var changed = row
-        changed[1] = nil
-        changed[3] = "a longer last value"
+        // A changed copy of a row: the values around the changed ones keep theirs.
+        builder.load(row)
+        builder.set(1, nil as String?)
+        builder.set(3, "a longer last value")
+        let changed = builder.build()
         #expect(changed.values == ["42", nil, "-9223372036854775808", "a longer last value"])
         builder.load(changed)
         builder.set(0, "x")
