@@ -52,7 +52,6 @@ public final class Projector {
     var facts: [FactProjector] = []
     /// What each source table feeds, by `schema.table`.
     var handlers: [String: [Handler]] = [:]
-    var handlersByRelation: [UInt64: [Handler]] = [:]
     var contexts: (lsn: UInt64, context: ChangeContext)?
     /// The commit LSN of `cdc init`'s snapshot (record 1's; 0 when record 1 has an xid), read once.
     var initialSnapshotLSN: UInt64?
@@ -148,7 +147,6 @@ public final class Projector {
             }
         }
         handlers = [:]
-        handlersByRelation = [:]
         for d in dimensions { handlers[d.spec.source, default: []].append(.dimension(d)) }
         for f in facts {
             handlers[f.spec.source, default: []].append(.fact(f))
@@ -423,7 +421,7 @@ public final class Projector {
                 kind = known
             } else {
                 let plans: [(Handler, SourcePlan)] = try relation(relationSeq).map { definition in
-                    feeding(relationSeq, definition).map { handler -> (Handler, SourcePlan) in
+                    (handlers[definition.qualifiedName] ?? []).map { handler -> (Handler, SourcePlan) in
                         switch handler {
                         case .dimension(let d): return (handler, d.source.plan(relationSeq, definition))
                         case .fact(let f): return (handler, f.source.plan(relationSeq, definition))
@@ -516,14 +514,6 @@ public final class Projector {
             transactionOpen = false
             throw error
         }
-    }
-
-    /// What the rows of relation version `seq` feed (cached: one lookup by name per relation version).
-    func feeding(_ seq: UInt64, _ definition: RelationDefinition) -> [Handler] {
-        if let feeds = handlersByRelation[seq] { return feeds }
-        let feeds = handlers[definition.qualifiedName] ?? []
-        handlersByRelation[seq] = feeds
-        return feeds
     }
 
     /// A snapshot record that may meet a row the warehouse has: one of a backfill or a re-read
