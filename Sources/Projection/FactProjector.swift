@@ -187,12 +187,14 @@ final class FactProjector {
             }
             guard !wanted.isEmpty else { return }
         }
-        _ = try read(Array(wanted), connection: connection, schema: schema, shards: nil)
+        _ = try read(Array(wanted), connection: connection, schema: schema, shards: nil, cascaded: overlay?.cascaded ?? [])
     }
 
     /// Reads the warehouse rows of `list` into the batch, from the shards holding shard key values
-    /// `shards` if given; returns the grains found.
-    private func read(_ list: [Grain], connection: PGConnection, schema: String, shards: [String?]?) throws -> Set<Grain> {
+    /// `shards` if given; returns the grains found. A row whose parent the batch in flight deletes
+    /// (its key in `cascaded`: the reads show the warehouse before that batch's cascading DELETE) is
+    /// gone: it is not taken into the batch but deleted with it (a no-op once that batch committed).
+    private func read(_ list: [Grain], connection: PGConnection, schema: String, shards: [String?]?, cascaded: Set<String> = []) throws -> Set<Grain> {
         let s = quoteIdentifier(schema)
         var select = layout.columns.map { "f." + quoteIdentifier($0) }
         for (i, lookup) in spec.lookups.enumerated() {
@@ -229,13 +231,19 @@ final class FactProjector {
                 position += range.count
             }
             let grain = Grain(row, grainColumns)
+            found.insert(grain)
+            if let parentColumn, row[parentColumn].map(cascaded.contains) == true {
+                deletedIdentities.append(layout.identity.map { row[$0] })
+                deletedShardKeys.append(layout.shardKey.map { row[$0] } ?? nil)
+                deletedGrains.append(grain)
+                continue
+            }
             let fact = Row(row: RowValues(row), lookupKeys: lookupKeys, existed: true, identity: layout.identity.map { row[$0] })
             fact.originalGrain = grain
             fact.storedDistribution = layout.distribution.map { row[$0] }
             fact.dirty = false
             rows[grain] = fact
             noteParent(fact, grain)
-            found.insert(grain)
         }
         return found
     }
@@ -601,10 +609,13 @@ final class FactProjector {
     struct Overlay {
         let rows: [Grain: Row]
         let deleted: Set<Grain>
+        /// Parent keys whose rows of this fact the batch deletes (``Writes/cascade``).
+        let cascaded: Set<String>
 
         init(_ writes: Writes) {
             rows = writes.rows
             deleted = writes.deletedGrains
+            cascaded = Set(writes.cascade)
         }
     }
 }

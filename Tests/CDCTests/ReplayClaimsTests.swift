@@ -116,6 +116,59 @@ import Glibc
         try ProjectionOperationsTests.expectIdentical(ws, "dw", "killed")
     }
 
+    /// Deleting a procedure's fact row deletes its telemetry rows. Here the source does not cascade,
+    /// so the warehouse's cascade is all that removes them, and later changes meet rows whose
+    /// procedure is gone (updated: the row comes back as a new one; deleted; moved to another grain):
+    /// in a batch after the procedures' delete committed, and in the batch right after it, folded
+    /// while that one is written. The replay equals the live warehouse.
+    @Test func aReplayOfCascadesTheSourceDidNotMakeEqualsTheLiveWarehouse() throws {
+        let ws = try WarehouseWorkspace("rc_cascade")
+        defer { ws.tearDown() }
+        try ws.loadSeed()
+        try ws.sql("ALTER TABLE procedure_telemetry DROP CONSTRAINT procedure_telemetry_procedure_id_fkey")
+        try ws.initialize()
+        try Self.telemetryLoad(ws, tag: "C", firstId: 40_000_000, transactions: 1)
+        // 50,000 telemetry rows of procedures 501-1000: a transaction that ends a replay batch.
+        func filler(_ firstId: Int) -> String {
+            """
+            INSERT INTO procedure_telemetry (telemetry_id, procedure_id, sample_timestamp, arm_position_x, force_feedback, tool_type, tool_active, video_fps)
+            SELECT \(firstId) + g, 'PROC-C' || lpad((501 + g % 500)::text, 5, '0'), timestamptz '2026-03-02 08:00:00+00' + g * interval '1 second',
+                   g % 1000 / 10.0, g % 50 / 3.0, 'stapler', g % 2 = 0, 30
+            FROM generate_series(1, 50000) g
+            """
+        }
+        func procedures(_ first: Int, _ last: Int) -> String {
+            "procedure_id BETWEEN 'PROC-C\(String(format: "%05d", first))' AND 'PROC-C\(String(format: "%05d", last))'"
+        }
+        func changes(_ range: String) throws {
+            try ws.change("""
+                UPDATE procedure_telemetry SET force_feedback = force_feedback + 1 WHERE \(range) AND telemetry_id % 7 = 0;
+                DELETE FROM procedure_telemetry WHERE \(range) AND telemetry_id % 7 = 1;
+                UPDATE procedure_telemetry SET telemetry_id = telemetry_id + 5000000 WHERE \(range) AND telemetry_id % 7 = 2
+                """)
+        }
+        // Replay batches (whole transactions, the first ones smaller): ... | delete 51-100 | filler |
+        // changes 51-100, delete 1-50 | changes 1-50. The last, a small batch at the log's end, is
+        // folded while the one before it is written: its reads show the warehouse before that one.
+        try ws.change("DELETE FROM surgical_procedures WHERE \(procedures(51, 100)); \(filler(41_000_000))")
+        try ws.change(filler(42_000_000))
+        try changes(procedures(51, 100))
+        try ws.change("DELETE FROM surgical_procedures WHERE \(procedures(1, 50)); \(filler(43_000_000))")
+        try changes(procedures(1, 50))
+        try ws.run()
+        let gone = procedures(1, 100)
+        try #require(try ws.count("fact_procedure_telemetry", where: "\(gone) AND procedure_key <> -1") == 0,
+                     "the live warehouse deleted the telemetry of the deleted procedures")
+        try #require(try ws.count("fact_procedure_telemetry", where: "\(gone) AND procedure_key = -1") > 400,
+                     "rows of theirs updated or moved later came back, pointing at no procedure")
+        try #require(Int(try ws.sql("SELECT count(*) FROM procedure_telemetry WHERE \(gone)")[0][0] ?? "") ?? 0 > 2000,
+                     "the source kept the telemetry of the deleted procedures")
+
+        let replay = try ws.replayResult(schema: "rebuilt")
+        try #require(replay.status == 0, "\(replay.stderr)")
+        try ProjectionOperationsTests.expectIdentical(ws, "dw", "rebuilt")
+    }
+
     @Test func aReplayContinuesFromItsCheckpointInsteadOfRebuilding() throws {
         let ws = try ProjectionOperationsTests.seeded("rc_continue")
         defer { ws.tearDown() }
