@@ -66,6 +66,10 @@ final class FactProjector {
     /// by that key (so a parent's delete finds its rows without scanning the batch).
     var parentColumn: Int?
     var rowsByParent: [Grain: [Grain]] = [:]
+    /// A replay deferred this fact's cascades (``WarehouseSchema/deferredCascades``): a parent's delete
+    /// lists the parent key instead of deleting the rows pointing at it, and a row read from the
+    /// warehouse whose parent key is listed is gone.
+    var cascadeDeferred = false
     /// Own source columns: grain, values, date sources, time sources, lookup business keys.
     var source: SourceColumns
     let valueRange: Range<Int>, dateRange: Range<Int>, timeRange: Range<Int>
@@ -148,9 +152,19 @@ final class FactProjector {
 
     // MARK: Loading
 
+    /// The next surrogate key: past the table's keys, and past the keys of deleted rows whose
+    /// children's deferred cascades are still listed (a new row with such a key would lose its children).
     func loadNextKey(_ connection: PGConnection, schema: String) throws {
         guard let key = spec.surrogateKey else { return }
-        let max = try connection.execute("SELECT coalesce(max(\(quoteIdentifier(key))), 0) FROM \(quoteIdentifier(schema)).\(quoteIdentifier(spec.table))")
+        let s = quoteIdentifier(schema)
+        var sql = "SELECT coalesce(max(\(quoteIdentifier(key))), 0) FROM \(s).\(quoteIdentifier(spec.table))"
+        var parameters: [String?] = []
+        let deferred = children.filter(\.fact.cascadeDeferred).map(\.fact.spec.table)
+        if !deferred.isEmpty {
+            parameters.append(arrayLiteral(deferred))
+            sql = "SELECT greatest((\(sql)), (SELECT coalesce(max(parent_key), 0) FROM \(s).\(WarehouseSchema.deferredCascades) WHERE fact_table = ANY($1::text[])))"
+        }
+        let max = try connection.query(sql, parameters)
         nextKey = (Int64(max.value(0, 0) ?? "0") ?? 0) + 1
     }
 
@@ -191,9 +205,10 @@ final class FactProjector {
     }
 
     /// Reads the warehouse rows of `list` into the batch, from the shards holding shard key values
-    /// `shards` if given; returns the grains found. A row whose parent the batch in flight deletes
-    /// (its key in `cascaded`: the reads show the warehouse before that batch's cascading DELETE) is
-    /// gone: it is not taken into the batch but deleted with it (a no-op once that batch committed).
+    /// `shards` if given; returns the grains found. A row whose parent is gone (its key in `cascaded`,
+    /// the cascades of the batch in flight, or in the deferred cascades) is gone too: it is not taken
+    /// into the batch but deleted with it (by then the batch in flight has deleted it, or the
+    /// deferred cascades would: gone now, it does not hold its grain against a new row).
     private func read(_ list: [Grain], connection: PGConnection, schema: String, shards: [String?]?, cascaded: Set<String> = []) throws -> Set<Grain> {
         let s = quoteIdentifier(schema)
         var select = layout.columns.map { "f." + quoteIdentifier($0) }
@@ -216,6 +231,12 @@ final class FactProjector {
             parameters.append(arrayLiteral(list.map { $0[i] }))
             unnest.append("$\(i + 1)::\(layout.types[column])[]")
         }
+        var deadColumn: Int?
+        if cascadeDeferred, let parentColumn {
+            deadColumn = select.count
+            parameters.append(spec.table)
+            select.append("f.\(quoteIdentifier(layout.columns[parentColumn])) IN (SELECT parent_key FROM \(s).\(WarehouseSchema.deferredCascades) WHERE fact_table = $\(parameters.count))")
+        }
         let grainList = grainColumns.map { "f." + quoteIdentifier(layout.columns[$0]) }.joined(separator: ", ")
         var sql = "SELECT \(select.joined(separator: ", ")) FROM \(s).\(quoteIdentifier(spec.table)) f WHERE (\(grainList)) IN (SELECT * FROM unnest(\(unnest.joined(separator: ", "))))"
         if let shards { sql += layout.shardFilter(shards, alias: "f.", parameters: &parameters) }
@@ -232,7 +253,7 @@ final class FactProjector {
             }
             let grain = Grain(row, grainColumns)
             found.insert(grain)
-            if let parentColumn, row[parentColumn].map(cascaded.contains) == true {
+            if let parentColumn, deadColumn.map({ result.value(r, $0) == "t" }) == true || row[parentColumn].map(cascaded.contains) == true {
                 deletedIdentities.append(layout.identity.map { row[$0] })
                 deletedShardKeys.append(layout.shardKey.map { row[$0] } ?? nil)
                 deletedGrains.append(grain)

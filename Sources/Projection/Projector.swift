@@ -100,6 +100,9 @@ public final class Projector {
         // A replay in progress deferred some facts' primary keys: their rows are found by grain.
         let byGrain = try WarehouseSchema.grainAddressedFacts(connection, schema: schema, mapping: mapping)
         facts = try mapping.facts.map { try FactProjector(spec: $0, catalog: catalog[$0.table]!, addressByGrain: byGrain.contains($0.table)) }
+        // And some facts' cascades: listed, applied at the replay's end.
+        let deferredCascades = try WarehouseSchema.deferredCascadeFacts(connection, schema: schema, mapping: mapping)
+        for f in facts { f.cascadeDeferred = deferredCascades.contains(f.spec.table) }
         // Distribution columns (Citus): never SET by an UPDATE; see WarehouseWriter.
         let distribution = try Citus.distributionColumns(connection, schema: schema)
         for d in dimensions {

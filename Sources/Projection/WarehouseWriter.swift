@@ -94,7 +94,12 @@ final class PostgresWriter: WarehouseWriter {
     func write(_ f: FactProjector, _ batch: FactProjector.Writes) throws {
         let table = qualified(f.spec.table)
         let layout = f.layout
-        if batch.truncated { try connection.execute("DELETE FROM \(table)") }
+        if batch.truncated {
+            try connection.execute("DELETE FROM \(table)")
+            if f.cascadeDeferred {
+                try connection.query("DELETE FROM \(qualified(WarehouseSchema.deferredCascades)) WHERE fact_table = $1", [f.spec.table])
+            }
+        }
         for (columns, ctx) in batch.cleared {
             let sets = columns.map { "\(quoteIdentifier(layout.columns[$0])) = NULL" } + ["updated_at = $1::timestamptz", "source_lsn = $2::pg_lsn"]
             let any = columns.map { "\(quoteIdentifier(layout.columns[$0])) IS NOT NULL" }.joined(separator: " OR ")
@@ -127,7 +132,12 @@ final class PostgresWriter: WarehouseWriter {
         }
         if !batch.cascade.isEmpty, let parent = f.spec.deletedWith,
            let lookup = f.spec.lookups.first(where: { $0.target == .fact(parent) }) {
-            try connection.query("DELETE FROM \(table) WHERE \(quoteIdentifier(lookup.column)) = ANY($1::bigint[])", [arrayLiteral(batch.cascade)])
+            if f.cascadeDeferred {
+                // A replay: listed, deleted at its end (WarehouseSchema.restoreIndexes).
+                try connection.query("INSERT INTO \(qualified(WarehouseSchema.deferredCascades)) SELECT $1, unnest($2::bigint[])", [f.spec.table, arrayLiteral(batch.cascade)])
+            } else {
+                try connection.query("DELETE FROM \(table) WHERE \(quoteIdentifier(lookup.column)) = ANY($1::bigint[])", [arrayLiteral(batch.cascade)])
+            }
             heartbeat()
         }
         try update(layout, updates)
