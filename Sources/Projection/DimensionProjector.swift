@@ -98,8 +98,9 @@ final class DimensionProjector {
 
     // MARK: Loading
 
-    /// Loads the current versions and the next surrogate key from the warehouse.
-    func load(_ connection: PGConnection, schema: String) throws {
+    /// Loads the current versions and the next surrogate key from the warehouse (not below
+    /// `persisted`, the next key as of the checkpoint: see ``WarehouseSchema/nextKeys(_:schema:projection:)``).
+    func load(_ connection: PGConnection, schema: String, persistedNextKey: Int64?) throws {
         let table = quoteIdentifier(schema) + "." + quoteIdentifier(spec.table)
         let key = quoteIdentifier(spec.surrogateKey)
         let result = try connection.execute("SELECT \(layout.columnList) FROM \(table) WHERE is_current AND \(key) >= 0")
@@ -121,7 +122,7 @@ final class DimensionProjector {
             lastDeleted[Grain((1...spec.businessKey.count).map { deleted.value(r, $0) })] = last
         }
         let max = try connection.execute("SELECT greatest(coalesce(max(\(key)), 0), 0) FROM \(table)")
-        nextKey = (Int64(max.value(0, 0) ?? "0") ?? 0) + 1
+        nextKey = Swift.max((Int64(max.value(0, 0) ?? "0") ?? 0) + 1, persistedNextKey ?? 0)
         touched = [:]
         removed = []
     }

@@ -152,20 +152,13 @@ final class FactProjector {
 
     // MARK: Loading
 
-    /// The next surrogate key: past the table's keys, and past the keys of deleted rows whose
-    /// children's deferred cascades are still listed (a new row with such a key would lose its children).
-    func loadNextKey(_ connection: PGConnection, schema: String) throws {
+    /// The next surrogate key: past the table's keys, and not below `persisted`, the next key as of
+    /// the checkpoint (past the keys of rows deleted since they were written, which the table no
+    /// longer shows: also those of deferred cascades' parents, see ``WarehouseSchema/deferredCascades``).
+    func loadNextKey(_ connection: PGConnection, schema: String, persisted: Int64?) throws {
         guard let key = spec.surrogateKey else { return }
-        let s = quoteIdentifier(schema)
-        var sql = "SELECT coalesce(max(\(quoteIdentifier(key))), 0) FROM \(s).\(quoteIdentifier(spec.table))"
-        var parameters: [String?] = []
-        let deferred = children.filter(\.fact.cascadeDeferred).map(\.fact.spec.table)
-        if !deferred.isEmpty {
-            parameters.append(arrayLiteral(deferred))
-            sql = "SELECT greatest((\(sql)), (SELECT coalesce(max(parent_key), 0) FROM \(s).\(WarehouseSchema.deferredCascades) WHERE fact_table = ANY($1::text[])))"
-        }
-        let max = try connection.query(sql, parameters)
-        nextKey = (Int64(max.value(0, 0) ?? "0") ?? 0) + 1
+        let max = try connection.execute("SELECT coalesce(max(\(quoteIdentifier(key))), 0) FROM \(quoteIdentifier(schema)).\(quoteIdentifier(spec.table))")
+        nextKey = Swift.max((Int64(max.value(0, 0) ?? "0") ?? 0) + 1, persisted ?? 0)
     }
 
     /// Reads the warehouse rows of `grains` (with the business keys behind their lookups) into the batch.

@@ -155,8 +155,9 @@ public final class Projector {
             handlers[f.spec.source, default: []].append(.fact(f))
             for (i, m) in f.milestones.enumerated() { handlers[m.spec.source, default: []].append(.milestone(f, i)) }
         }
-        for d in dimensions { try d.load(connection, schema: schema) }
-        for f in facts { try f.loadNextKey(connection, schema: schema) }
+        let nextKeys = try WarehouseSchema.nextKeys(connection, schema: schema, projection: mapping.name)
+        for d in dimensions { try d.load(connection, schema: schema, persistedNextKey: nextKeys[d.spec.table]) }
+        for f in facts { try f.loadNextKey(connection, schema: schema, persisted: nextKeys[f.spec.table]) }
         try FactProjector.loadEarly(facts, connection, schema: schema)  // early-arriving milestones (issue 10)
         position = checkpoint.lastSeq
         contexts = nil
@@ -188,6 +189,8 @@ public final class Projector {
             for (f, w) in facts { counts[f.spec.table, default: 0] += w.deleted.count + w.rows.values.lazy.filter(\.dirty).count }
             return counts
         }
+        /// Every table's next surrogate key after the batch, moved with the checkpoint.
+        var nextKeys: [String: Int64] = [:]
         /// Truncates or milestone clears: the next batch cannot be folded before this one commits.
         var blocksPipeline: Bool { facts.contains { $0.1.truncated || !$0.1.cleared.isEmpty } }
     }
@@ -486,6 +489,8 @@ public final class Projector {
         }
         pending.dimensions = dimensions.map { ($0, $0.drain()) }
         pending.facts = facts.map { ($0, $0.drain()) }
+        for d in dimensions { pending.nextKeys[d.spec.table] = d.nextKey }
+        for f in facts where f.spec.surrogateKey != nil { pending.nextKeys[f.spec.table] = f.nextKey }
         pending.lastSeq = batch.last!.0
         pending.lastHeader = batch.last!.1.header
         pending.records = batch.count
@@ -514,7 +519,7 @@ public final class Projector {
                 heartbeat()
             }
             guard pending.endsTransaction else { return }
-            try writer.commit(seq: pending.lastSeq, header: pending.lastHeader!)
+            try writer.commit(seq: pending.lastSeq, header: pending.lastHeader!, nextKeys: pending.nextKeys)
             transactionOpen = false
         } catch {
             writer.rollback()

@@ -124,9 +124,36 @@ public enum WarehouseSchema {
             last_seq          bigint      NOT NULL,              -- last log record applied (0: none)
             last_lsn          pg_lsn,                            -- its source commit LSN
             last_commit_time  timestamptz,                       -- its source commit time
-            log_source        text                               -- system_identifier/database/slot of the log
+            log_source        text,                              -- system_identifier/database/slot of the log
+            next_keys         jsonb                              -- each table's next surrogate key: {"table": n}
         );
         """
+
+    /// Every table's next surrogate key as of the checkpoint of `projection` (empty for a checkpoint
+    /// that has none yet). Keys are assigned in log order; the table's highest key does not tell the
+    /// next one once the newest rows are deleted, so a restarted projector would give their keys
+    /// again, unlike a replay. Adds the column to the checkpoint table of an older cdc.
+    static func nextKeys(_ connection: PGConnection, schema: String, projection: String) throws -> [String: Int64] {
+        let s = quoteIdentifier(schema)
+        let column = try connection.query("SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'next_keys' AND NOT attisdropped", [s + ".cdc_checkpoint"])
+        guard column.rowCount > 0 else {
+            do {
+                try connection.execute("ALTER TABLE \(s).cdc_checkpoint ADD COLUMN IF NOT EXISTS next_keys jsonb")
+            } catch let error as PGError {
+                throw WarehouseError(.other, "warehouse schema \(schema) has a cdc_checkpoint table without the next_keys column (built by an older cdc) and cdc cannot add it: \(error.messageAndHint) — run ALTER TABLE \(s).cdc_checkpoint ADD COLUMN next_keys jsonb as its owner", underlying: error)
+            }
+            return [:]
+        }
+        let result = try connection.query("SELECT next_keys::text FROM \(s).cdc_checkpoint WHERE projection = $1", [projection])
+        guard result.rowCount == 1, let text = result.value(0, 0),
+              let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else { return [:] }
+        return object.compactMapValues { ($0 as? NSNumber)?.int64Value }
+    }
+
+    /// `next_keys` as written with the checkpoint.
+    static func nextKeysJSON(_ keys: [String: Int64]) -> String {
+        "{" + keys.sorted { $0.key < $1.key }.map { EarlyArrival.json($0.key) + ":" + String($0.value) }.joined(separator: ",") + "}"
+    }
 
     /// Milestones (`updated_by`) that came before their fact row, kept until it arrives; written in
     /// the batch's transaction like the checkpoint. Created by `cdc init`, `cdc replay`, and by the

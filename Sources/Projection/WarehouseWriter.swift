@@ -23,8 +23,9 @@ protocol WarehouseWriter: AnyObject {
     /// A fact's writes: truncate, cleared milestones, deletes, cascades, rewritten rows, new rows and
     /// early-arriving milestones.
     func write(_ fact: FactProjector, _ writes: FactProjector.Writes) throws
-    /// Moves the checkpoint to log record `seq` (with its commit LSN and time) and commits.
-    func commit(seq: UInt64, header: RecordHeader) throws
+    /// Moves the checkpoint to log record `seq` (with its commit LSN and time, and every table's next
+    /// surrogate key) and commits.
+    func commit(seq: UInt64, header: RecordHeader, nextKeys: [String: Int64]) throws
     /// Rolls the open transaction back, if any (errors ignored: the connection may be gone).
     func rollback()
     /// Called as the writes make progress (every statement and COPY buffer).
@@ -69,9 +70,10 @@ final class PostgresWriter: WarehouseWriter {
         }
     }
 
-    func commit(seq: UInt64, header: RecordHeader) throws {
-        try connection.query("UPDATE \(quoteIdentifier(schema)).cdc_checkpoint SET last_seq = $2, last_lsn = $3, last_commit_time = $4 WHERE projection = $1",
-                             [projection, String(seq), header.lsn.description, header.commitTime.map { rfc3339(microseconds: $0) }])
+    func commit(seq: UInt64, header: RecordHeader, nextKeys: [String: Int64]) throws {
+        try connection.query("UPDATE \(quoteIdentifier(schema)).cdc_checkpoint SET last_seq = $2, last_lsn = $3, last_commit_time = $4, next_keys = $5::jsonb WHERE projection = $1",
+                             [projection, String(seq), header.lsn.description, header.commitTime.map { rfc3339(microseconds: $0) },
+                              WarehouseSchema.nextKeysJSON(nextKeys)])
         try connection.execute("COMMIT")
         stagedInTransaction = []
     }
