@@ -247,9 +247,7 @@ final class FactProjector {
             let grain = Grain(row, grainColumns)
             found.insert(grain)
             if let parentColumn, deadColumn.map({ result.value(r, $0) == "t" }) == true || row[parentColumn].map(cascaded.contains) == true {
-                deletedIdentities.append(layout.identity.map { row[$0] })
-                deletedShardKeys.append(layout.shardKey.map { row[$0] } ?? nil)
-                deletedGrains.append(grain)
+                noteDeleted(layout.identity.map { row[$0] }, shardKey: layout.shardKey.map { row[$0] } ?? nil, grain: grain)
                 continue
             }
             let fact = Row(row: RowValues(row), lookupKeys: lookupKeys, existed: true, identity: layout.identity.map { row[$0] })
@@ -398,14 +396,17 @@ final class FactProjector {
 
     func delete(_ grain: Grain) {
         guard let fact = rows.removeValue(forKey: grain) else { return }
-        if fact.existed {
-            deletedIdentities.append(fact.identity)
-            deletedShardKeys.append(storedShardKey(fact))
-            deletedGrains.append(fact.originalGrain ?? grain)
-        }
+        if fact.existed { noteDeleted(fact.identity, shardKey: storedShardKey(fact), grain: fact.originalGrain ?? grain) }
         if let keyColumn, let key = fact.row[keyColumn] {
             for child in children { child.fact.parentDeleted(key, column: child.column) }
         }
+    }
+
+    /// A warehouse row the batch deletes: its identity, stored shard key and grain as stored.
+    func noteDeleted(_ identity: [String?], shardKey: String?, grain: Grain) {
+        deletedIdentities.append(identity)
+        deletedShardKeys.append(shardKey)
+        deletedGrains.append(grain)
     }
 
     /// A parent fact row went: so do this fact's rows pointing at it.
