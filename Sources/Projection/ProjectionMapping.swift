@@ -82,6 +82,12 @@ public struct ProjectionMapping: Sendable, Equatable {
         public var deletedWith: String?
 
         public func sourceColumn(_ column: String) -> String { rename[column] ?? column }
+
+        /// The lookup of the `deleted_with` fact: its column holds the parent row's surrogate key
+        /// (nil without `deleted_with`, or when no lookup names that fact, which the projector refuses).
+        public var parentLookup: Lookup? {
+            deletedWith.flatMap { parent in lookups.first { $0.target == .fact(parent) } }
+        }
     }
 
     public var name: String

@@ -142,7 +142,7 @@ public final class Projector {
                 }
             }
             if let parent = f.spec.deletedWith, let p = factByName[parent] {
-                guard let lookup = f.spec.lookups.first(where: { $0.target == .fact(parent) }) else {
+                guard let lookup = f.spec.parentLookup else {
                     throw MappingError("mapping \(mapping.path): facts.\(f.spec.table).deleted_with = \(parent) needs a lookup of that fact")
                 }
                 p.children.append((f, f.layout[lookup.column]))

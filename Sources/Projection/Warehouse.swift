@@ -174,13 +174,17 @@ public enum WarehouseSchema {
 
     /// Creates `cdc_early_arrivals` when `schema` (built by an older cdc) lacks it.
     static func ensureEarlyArrivals(_ connection: PGConnection, schema: String) throws {
-        let exists = try connection.query("SELECT to_regclass($1) IS NOT NULL", [quoteIdentifier(schema) + ".cdc_early_arrivals"])
-        guard exists.value(0, 0) != "t" else { return }
+        guard try !tableExists(connection, schema: schema, table: "cdc_early_arrivals") else { return }
         do {
             try connection.execute(earlyArrivalsDDL(schema))
         } catch let error as PGError {
             throw WarehouseError(.other, "warehouse schema \(schema) has no cdc_early_arrivals table (built by an older cdc) and cdc cannot create it: \(error.messageAndHint) — grant the projector's role CREATE on schema \(schema), or create it as printed by `cdc init` on a new schema", underlying: error)
         }
+    }
+
+    /// Whether `schema`.`table` exists (names as written, quoted here).
+    public static func tableExists(_ connection: PGConnection, schema: String, table: String) throws -> Bool {
+        try connection.query("SELECT to_regclass($1) IS NOT NULL", [quoteIdentifier(schema) + "." + quoteIdentifier(table)]).value(0, 0) == "t"
     }
 
     /// `system_identifier/database/slot` of a log.
@@ -190,8 +194,7 @@ public enum WarehouseSchema {
 
     /// Reads the checkpoint of `schema`; nil when the schema or its checkpoint table does not exist.
     public static func checkpoint(_ connection: PGConnection, schema: String, projection: String) throws -> Checkpoint? {
-        let exists = try connection.query("SELECT to_regclass($1) IS NOT NULL", [quoteIdentifier(schema) + ".cdc_checkpoint"])
-        guard exists.value(0, 0) == "t" else { return nil }
+        guard try tableExists(connection, schema: schema, table: "cdc_checkpoint") else { return nil }
         let result = try connection.query("SELECT projection, schema_version, last_seq, last_lsn, last_commit_time, log_source FROM \(quoteIdentifier(schema)).cdc_checkpoint")
         guard result.rowCount > 0 else { return nil }
         let row = (0..<result.rowCount).first { result.value($0, 0) == projection } ?? 0
@@ -318,7 +321,7 @@ public enum WarehouseSchema {
         var used: [String: Set<String>] = [:]
         for fact in mapping.facts {
             used[fact.table, default: []].formUnion([fact.surrogateKey, fact.grain.first].compactMap { $0 })
-            if let parent = fact.deletedWith, let lookup = fact.lookups.first(where: { $0.target == .fact(parent) }), !cascades.contains(fact.table) {
+            if let lookup = fact.parentLookup, !cascades.contains(fact.table) {
                 used[fact.table, default: []].insert(lookup.column)
             }
         }
@@ -362,9 +365,7 @@ public enum WarehouseSchema {
     /// DELETE then needs no index on the parent key column during the replay (measured, a COPY of the
     /// telemetry fact's 700 k rows: 1.5 s with the grain's unique index, 2.2 s with the cascade index too).
     static func cascadeDeferrable(_ mapping: ProjectionMapping) -> [ProjectionMapping.Fact] {
-        leafFacts(mapping).filter { fact in
-            fact.deletedWith.map { parent in fact.lookups.contains { $0.target == .fact(parent) } } ?? false
-        }
+        leafFacts(mapping).filter { $0.parentLookup != nil }
     }
 
     /// Creates the table of deferred cascades (``deferredCascades``) when some fact's cascades can be
@@ -378,7 +379,7 @@ public enum WarehouseSchema {
 
     /// The facts whose cascades a replay in progress deferred (the table of deferred cascades exists).
     public static func deferredCascadeFacts(_ connection: PGConnection, schema: String, mapping: ProjectionMapping) throws -> Set<String> {
-        guard try connection.query("SELECT to_regclass($1) IS NOT NULL", [quoteIdentifier(schema) + "." + deferredCascades]).value(0, 0) == "t" else { return [] }
+        guard try tableExists(connection, schema: schema, table: deferredCascades) else { return [] }
         return Set(cascadeDeferrable(mapping).map(\.table))
     }
 
@@ -386,9 +387,9 @@ public enum WarehouseSchema {
     /// after the DDL, which builds the index on the parent key column).
     static func applyDeferredCascades(_ connection: PGConnection, schema: String, mapping: ProjectionMapping) throws {
         let s = quoteIdentifier(schema)
-        guard try connection.query("SELECT to_regclass($1) IS NOT NULL", [s + "." + deferredCascades]).value(0, 0) == "t" else { return }
+        guard try tableExists(connection, schema: schema, table: deferredCascades) else { return }
         for fact in cascadeDeferrable(mapping) {
-            guard let parent = fact.deletedWith, let lookup = fact.lookups.first(where: { $0.target == .fact(parent) }) else { continue }
+            guard let lookup = fact.parentLookup else { continue }
             try connection.query("DELETE FROM \(s).\(quoteIdentifier(fact.table)) WHERE \(quoteIdentifier(lookup.column)) IN (SELECT parent_key FROM \(s).\(deferredCascades) WHERE fact_table = $1)",
                                  [fact.table])
         }
@@ -471,7 +472,7 @@ public enum WarehouseSchema {
             // the replay benchmark: 114 ms by a scan of the 700 k telemetry rows before).
             try applyDeferredCascades(connection, schema: schema, mapping: mapping)
             let s = quoteIdentifier(schema)
-            if try connection.query("SELECT to_regclass($1) IS NOT NULL", [s + "." + deferredConstraints]).value(0, 0) == "t" {
+            if try tableExists(connection, schema: schema, table: deferredConstraints) {
                 let deferred = try connection.query("SELECT table_name, constraint_name, definition FROM \(s).\(deferredConstraints) ORDER BY table_name")
                 for r in 0..<deferred.rowCount {
                     guard let table = deferred.value(r, 0), let name = deferred.value(r, 1), let definition = deferred.value(r, 2) else { continue }

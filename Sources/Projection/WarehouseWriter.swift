@@ -132,8 +132,7 @@ final class PostgresWriter: WarehouseWriter {
             try connection.query(sql, parameters)
             heartbeat()
         }
-        if !batch.cascade.isEmpty, let parent = f.spec.deletedWith,
-           let lookup = f.spec.lookups.first(where: { $0.target == .fact(parent) }) {
+        if !batch.cascade.isEmpty, let lookup = f.spec.parentLookup {
             if f.cascadeDeferred {
                 // A replay: listed, deleted at its end (WarehouseSchema.restoreIndexes).
                 try connection.query("INSERT INTO \(qualified(WarehouseSchema.deferredCascades)) SELECT $1, unnest($2::bigint[])", [f.spec.table, arrayLiteral(batch.cascade)])

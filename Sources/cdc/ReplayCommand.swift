@@ -107,7 +107,7 @@ struct Replay: AsyncParsableCommand {
         let parking = connection.quoteIdentifier("cdc_swap_" + String(UInt32.random(in: 0...UInt32.max)))
         try connection.execute("BEGIN")
         do {
-            let exists = try connection.query("SELECT to_regclass($1) IS NOT NULL", [l + ".cdc_checkpoint"]).value(0, 0) == "t"
+            let exists = try WarehouseSchema.tableExists(connection, schema: live, table: "cdc_checkpoint")
             if exists {
                 try connection.execute("LOCK TABLE \(l).cdc_checkpoint IN ACCESS EXCLUSIVE MODE")
                 try connection.execute("ALTER SCHEMA \(l) RENAME TO \(parking)")
